@@ -1,0 +1,147 @@
+"""``python -m chat``: command line and CHAT_* environment -> Settings -> web.run_app."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from .app import create_app
+from .settings import Settings
+
+log = logging.getLogger("chat")
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"expected more than 0 and at most 86400, got {text}")
+    return value
+
+
+def _store(text: str) -> str:
+    if text == "memory" or text.startswith(("redis://", "rediss://", "unix://")):
+        return text
+    raise argparse.ArgumentTypeError(f"expected 'memory' or a redis:// URL, got {text!r}")
+
+
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected 1/0, true/false, yes/no or on/off, got {text!r}")
+
+
+# (option, Settings field, parser, help). Each is also read from CHAT_<FIELD> in the environment.
+OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
+    ("--host", "host", str, "address to listen on"),
+    ("--port", "port", _int_range(0, 65535), "TCP port (0: any free port)"),
+    ("--store", "store", _store, "'memory' (one process) or redis://host:port/db"),
+    ("--history", "history", _int_range(1, 1_000_000), "messages kept per room for resuming"),
+    ("--max-body", "max_body", _int_range(1, 1_000_000),
+     "longest message body, in characters after trimming"),
+    ("--max-name", "max_name", _int_range(1, 1000), "longest nickname, in characters"),
+    ("--max-request", "max_request", _int_range(1024, 64 * 1024 * 1024),
+     "largest request body, in bytes (larger gets 413)"),
+    ("--poll-timeout", "poll_timeout", _seconds, "seconds a long-poll waits before answering {}"),
+    ("--ping-interval", "ping_interval", _seconds, "seconds between SSE ': ping' heartbeats"),
+    ("--queue-size", "queue_size", _int_range(1, 1_000_000),
+     "messages a stream client may lag behind before it is disconnected"),
+    ("--retry-ms", "retry_ms", _int_range(0, 3_600_000),
+     "reconnection delay suggested to EventSource, in milliseconds"),
+    ("--shutdown-timeout", "shutdown_timeout", _seconds,
+     "seconds shutdown waits for requests still running"),
+    ("--backlog", "backlog", _int_range(1, 1_000_000), "listen backlog for new connections"),
+    ("--access-log", "access_log", _flag, "log every request (1/0)"),
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit status 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def parse_settings(argv: Sequence[str] | None = None,
+                   environ: dict[str, str] | None = None) -> tuple[Settings, argparse.Namespace]:
+    environ = dict(os.environ if environ is None else environ)
+    defaults = Settings()
+    parser = _Parser(prog="python -m chat", description=(
+        "Chat server: long-poll and Server-Sent Events on aiohttp. Every option can also be set "
+        "as CHAT_<OPTION> in the environment (CHAT_PORT=9000); the command line wins."))
+    for option, field, convert, text in OPTIONS:
+        env = "CHAT_" + field.upper()
+        default = getattr(defaults, field)
+        if env in environ:
+            try:
+                default = convert(environ[env])
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"{env}: {exc}")
+        parser.add_argument(option, dest=field, type=convert, default=default, metavar=field.upper(),
+                            help=f"{text} (default: {getattr(defaults, field)}; env {env})")
+    parser.add_argument("--log-level", default=environ.get("CHAT_LOG_LEVEL", "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level")
+    parser.add_argument("--no-uvloop", action="store_true",
+                        help="use asyncio's own event loop even when uvloop is installed")
+    args = parser.parse_args(argv)
+    values = {field: getattr(args, field) for _, field, _, _ in OPTIONS}
+    return dataclasses.replace(defaults, **values), args
+
+
+def _event_loop(use_uvloop: bool) -> Any:
+    import asyncio
+
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings, args = parse_settings(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    loop = _event_loop(not args.no_uvloop)
+    log.info("chat %s on http://%s:%d, store %s, event loop %s", "starting", settings.host,
+             settings.port, settings.store.split("@")[-1], type(loop).__module__.split(".")[0])
+    web.run_app(
+        create_app(settings), host=settings.host, port=settings.port, loop=loop,
+        # Cancel a handler when its client disconnects (the test server does this too): a
+        # long-poll whose client left must not keep its waiter until the timeout.
+        handler_cancellation=True,
+        # on_shutdown ends every stream and poll at once; this only bounds requests still running.
+        shutdown_timeout=settings.shutdown_timeout,
+        backlog=settings.backlog,
+        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+        print=lambda text: log.info("%s", " ".join(text.replace("=", "").split())),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""Every typed application key, in one place.
+
+The types are imported for the type checker only, so any module can import its keys without
+an import cycle.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+    from .settings import Settings
+    from .store import Store
+
+settings_key: web.AppKey[Settings] = web.AppKey("settings_key")
+store_key: web.AppKey[Store] = web.AppKey("store_key")
+metrics_key: web.AppKey[Metrics] = web.AppKey("metrics_key")

@@ -1,0 +1,36 @@
+"""Every tunable of the server, with the wire contract's defaults, in one frozen dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8888
+    # Messages kept per room (the buffer a cursor can resume from).
+    history: int = 200
+    # Message body length in characters, after trimming whitespace.
+    max_body: int = 4096
+    max_name: int = 64
+    # Whole request body in bytes (form posts); larger gets 413.
+    max_request: int = 64 * 1024
+    poll_timeout: float = 30.0
+    ping_interval: float = 15.0
+    # Messages a stream client may have waiting before it is disconnected.
+    queue_size: int = 1000
+    # Reconnection delay the SSE stream suggests to EventSource, in milliseconds.
+    retry_ms: int = 1000
+    # How long shutdown waits for handlers that our own on_shutdown did not end.
+    shutdown_timeout: float = 1.0
+    # listen(2) backlog: thousands of clients reconnecting at once must not be refused.
+    backlog: int = 4096
+    access_log: bool = False
+    # "memory" or a redis:// URL.
+    store: str = "memory"
+    templates_dir: Path = ROOT / "templates"
+    static_dir: Path = ROOT / "static"

@@ -1,0 +1,50 @@
+"""Cross-site request forgery protection: the double-submit cookie of Tornado's chatdemo.
+
+The page sets a random ``_xsrf`` cookie; every POST under /a/ must send the same value back in
+the ``_xsrf`` field or the ``X-XSRFToken`` header. Another site can make a browser send our cookie,
+but cannot read it, so it cannot put the matching value in the form. The cookie is readable
+by script on purpose (the page's JavaScript copies it into its requests): it protects nothing
+by being secret from our own origin. SameSite=Lax keeps it off cross-site POSTs as a second line.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from . import forms
+
+COOKIE = "_xsrf"
+HEADER = "X-XSRFToken"
+
+
+def token(request: web.Request) -> tuple[str, bool]:
+    """The client's token, or a new one; and whether it is new (so the cookie must be set)."""
+    current = request.cookies.get(COOKIE)
+    if current and forms.ROOM_RE.fullmatch(current):  # urlsafe base64: the same alphabet
+        return current, False
+    return secrets.token_urlsafe(24), True
+
+
+def set_cookie(response: web.StreamResponse, value: str) -> None:
+    response.set_cookie(COOKIE, value, path="/", samesite="Lax", httponly=False,
+                        max_age=365 * 24 * 3600)
+
+
+@web.middleware
+async def check_xsrf(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.method != "POST" or request.match_info.http_exception is not None:
+        return await handler(request)
+    cookie = request.cookies.get(COOKIE)
+    if not cookie:
+        raise web.HTTPForbidden(text="missing _xsrf cookie: load the page first")
+    sent = (await forms.read_form(request)).get(COOKIE) or request.headers.get(HEADER)
+    if not sent:
+        raise web.HTTPForbidden(text="missing _xsrf field or X-XSRFToken header")
+    # compare_digest: the time taken must not tell how much of a guess was right.
+    if not hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), cookie.encode()):
+        raise web.HTTPForbidden(text="_xsrf does not match the _xsrf cookie")
+    return await handler(request)

@@ -1,0 +1,148 @@
+"""Protocol helpers for tests: post, poll and stream the way a real client does."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient
+
+from chat.keys import store_key
+
+XSRF = "test-token"
+
+
+@dataclasses.dataclass
+class Chat:
+    """Protocol steps in one place: post, poll and stream the way a real client does."""
+
+    client: TestClient[Any, Any]
+
+    async def post_raw(self, body: str | None = "hi", **fields: str) -> ClientResponse:
+        data = {"_xsrf": XSRF, **fields}
+        if body is not None:
+            data["body"] = body
+        return await self.client.post("/a/message/new", data=data, allow_redirects=False)
+
+    async def post(self, body: str = "hi", **fields: str) -> dict[str, Any]:
+        response = await self.post_raw(body, **fields)
+        assert response.status == 200, await response.text()
+        result: dict[str, Any] = await response.json()
+        return result
+
+    async def poll(self, **fields: str) -> dict[str, Any]:
+        response = await self.client.post("/a/message/updates", data={"_xsrf": XSRF, **fields})
+        assert response.status == 200, await response.text()
+        result: dict[str, Any] = await response.json()
+        return result
+
+    async def history(self, room: str = "main") -> list[dict[str, Any]]:
+        """Every message the server holds for ``room``, oldest first, read from the store."""
+        store = self.client.server.app[store_key]
+        since = await store.since(room, None)
+        return [m.as_dict() for m in since.messages]
+
+    def stream(self, headers: dict[str, str] | None = None, **query: str) -> SSEStream:
+        return SSEStream(self.client, query, headers or {})
+
+    async def metric(self, name: str) -> float:
+        text = await (await self.client.get("/metrics")).text()
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise AssertionError(f"{name} not in /metrics")
+
+    async def until_metric(self, name: str, value: float, timeout: float = 5.0) -> None:
+        await until(lambda: self.metric(name), value, timeout)
+
+
+class SSEStream:
+    """An open GET /a/message/stream; reads the de-chunked body as raw bytes and as events."""
+
+    def __init__(self, client: TestClient[Any, Any], query: dict[str, str],
+                 headers: dict[str, str]) -> None:
+        self.client, self.query, self.headers = client, query, headers
+        self.response: ClientResponse | None = None
+        self.buffer = b""
+
+    async def __aenter__(self) -> SSEStream:
+        self.response = await self.client.get("/a/message/stream", params=self.query,
+                                              headers=self.headers)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.response is not None
+        self.response.close()
+
+    async def read_bytes(self, n: int, timeout: float = 5.0) -> bytes:
+        """Exactly ``n`` more bytes of the body."""
+        assert self.response is not None
+        while len(self.buffer) < n:
+            chunk = await asyncio.wait_for(self.response.content.readany(), timeout)
+            if not chunk:
+                raise EOFError(f"stream ended after {self.buffer!r}")
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    async def read_frame(self, timeout: float = 5.0) -> bytes:
+        """The next frame, up to and including its blank line."""
+        assert self.response is not None
+        while b"\n\n" not in self.buffer:
+            chunk = await asyncio.wait_for(self.response.content.readany(), timeout)
+            if not chunk:
+                raise EOFError(f"stream ended after {self.buffer!r}")
+            self.buffer += chunk
+        frame, _, self.buffer = self.buffer.partition(b"\n\n")
+        return frame + b"\n\n"
+
+    async def read_event(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The next frame that is an event (comments and retry-only frames are skipped)."""
+        while True:
+            fields = parse_frame(await self.read_frame(timeout))
+            if "event" in fields or "data" in fields:
+                return fields
+
+    async def messages(self, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        out = []
+        while len(out) < n:
+            event = await self.read_event(timeout)
+            assert event.get("event") == "message", event
+            out.append(json.loads(event["data"]))
+        return out
+
+    async def ended(self, timeout: float = 5.0) -> bool:
+        """True once the server has closed the body (reading everything still in flight)."""
+        assert self.response is not None
+        while True:
+            chunk = await asyncio.wait_for(self.response.content.readany(), timeout)
+            if not chunk:
+                return True
+            self.buffer += chunk
+
+
+def parse_frame(frame: bytes) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for line in frame.decode().split("\n"):
+        if not line or line.startswith(":"):
+            continue
+        key, _, value = line.partition(": ")
+        fields[key] = value
+    return fields
+
+
+async def until(probe: Callable[[], Any], value: Any, timeout: float = 5.0) -> None:
+    """Wait until ``await probe()`` equals ``value``, polling; fail with the last value seen."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        seen = await probe()
+        if seen == value:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"expected {value!r}, still {seen!r} after {timeout}s")
+        await asyncio.sleep(0.02)
