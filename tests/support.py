@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -146,3 +154,65 @@ async def until(probe: Callable[[], Any], value: Any, timeout: float = 5.0) -> N
         if loop.time() > deadline:
             raise AssertionError(f"expected {value!r}, still {seen!r} after {timeout}s")
         await asyncio.sleep(0.02)
+
+
+class ServerProcess:
+    """A real ``python -m chat`` on a free port: the production start path."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.args, self.env = args, env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.log = tempfile.TemporaryFile()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, port: int = 0, timeout: float = 15.0) -> ServerProcess:
+        for _ in range(3):  # a free port can be taken between probing and binding: retry
+            self.port = port or free_port()
+            self.log.seek(0)
+            self.log.truncate()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "chat", "--port", str(self.port), *self.args],
+                stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})})
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                with contextlib.suppress(OSError), socket.create_connection(
+                        ("127.0.0.1", self.port), timeout=0.2):
+                    return self
+                time.sleep(0.02)
+            self.stop()
+            if port:
+                break
+        raise RuntimeError(f"python -m chat did not start:\n{self.output()}")
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def __enter__(self) -> ServerProcess:
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

@@ -233,3 +233,18 @@ async def test_live_messages_in_order_once(chat: Chat) -> None:
         await s.read_bytes(len(OPENING))
         posted = [(await chat.post(f"m{i}"))["id"] for i in range(50)]
         assert [m["id"] for m in await s.messages(50)] == posted
+
+
+@pytest.mark.parametrize("raw", [b"a\x00b", b"a\rb", b"a\nevent: evil"], ids=["nul", "cr", "lf"])
+async def test_control_characters_in_last_event_id_header_are_refused_by_http(
+        chat: Chat, raw: bytes) -> None:
+    """No browser can send these: aiohttp's HTTP parser answers 400 before any route runs."""
+    server = chat.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(b"GET /a/message/stream HTTP/1.1\r\nHost: x\r\nLast-Event-ID: " + raw + b"\r\n\r\n")
+    reply = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert reply.startswith(b"HTTP/1.0 400 Bad Request\r\n")
+    assert b"evil" not in reply.split(b"\r\n\r\n", 1)[0]  # nothing reached the headers
+    assert await chat.metric("chat_stream_clients") == 0
+    assert (await chat.post("still serving"))["body"] == "still serving"

@@ -1,0 +1,171 @@
+"""Hub: direct writes when caught up, bounded queue under back-pressure, drops, waiters, close."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from chat.fanout import CLOSE, PING, Hub
+from chat.message import Message, chunk
+
+
+class Transport:
+    """Records writes the way asyncio's transport would take them (test scaffolding)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.aborted = False
+        self.writing_paused = False  # plays the protocol's part too
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def message(seq: int, room: str = "main") -> Message:
+    return Message("e", (seq,), room, f"b{seq}", None, 0.0, "<div></div>")
+
+
+def subscribe(hub: Hub, room: str = "main", chunked: bool = True) -> tuple[Transport, object]:
+    t = Transport()
+    return t, hub.subscribe(room, t, t, chunked)  # type: ignore[arg-type]
+
+
+async def test_caught_up_subscriber_gets_ready_frames_written_directly() -> None:
+    hub = Hub(queue_size=10)
+    t, sub = subscribe(hub)
+    sub.direct = True  # type: ignore[attr-defined]
+    hub.publish(message(1))
+    hub.publish(message(2))
+    assert bytes(t.data) == message(1).sse_chunk + message(2).sse_chunk
+    assert (hub.published, hub.deliveries) == (2, 2)
+
+
+async def test_http10_subscriber_gets_unchunked_frames() -> None:
+    hub = Hub(queue_size=10)
+    t, sub = subscribe(hub, chunked=False)
+    sub.direct = True  # type: ignore[attr-defined]
+    hub.publish(message(1))
+    assert bytes(t.data) == message(1).sse
+
+
+async def test_one_encoding_shared_by_all_subscribers() -> None:
+    hub = Hub(queue_size=10)
+    subs = [subscribe(hub) for _ in range(3)]
+    for _, sub in subs:
+        sub.direct = True  # type: ignore[attr-defined]
+    m = message(1)
+    hub.publish(m)
+    assert all(bytes(t.data) == m.sse_chunk for t, _ in subs)
+
+
+async def test_paused_subscriber_queues_then_pump_writes_in_order() -> None:
+    hub = Hub(queue_size=10)
+    t, sub = subscribe(hub)
+    sub.direct = True  # type: ignore[attr-defined]
+    hub.publish(message(1))
+    t.writing_paused = True
+    hub.publish(message(2))
+    hub.publish(message(3))
+    assert bytes(t.data) == message(1).sse_chunk
+    t.writing_paused = False
+    drained = asyncio.Event()
+
+    async def drain() -> None:
+        drained.set()
+
+    pump = asyncio.create_task(sub.pump(drain, None, hub.count))  # type: ignore[attr-defined]
+    await drained.wait()
+    assert bytes(t.data) == message(1).sse_chunk + chunk(message(2).sse + message(3).sse)
+    await asyncio.sleep(0)
+    assert sub.direct  # type: ignore[attr-defined]  # caught up again: back to direct writes
+    hub.publish(message(4))
+    assert bytes(t.data).endswith(message(4).sse_chunk)
+    hub.close()
+    assert await pump == "shutdown"
+    assert hub.deliveries == 4
+
+
+async def test_pump_skips_what_the_replay_already_sent() -> None:
+    hub = Hub(queue_size=10)
+    t, sub = subscribe(hub)
+    for seq in (2, 3, 4):  # published while the replay (up to 3) was being written
+        hub.publish(message(seq))
+
+    async def drain() -> None:
+        hub.close()
+
+    reason = await sub.pump(drain, message(3), hub.count)  # type: ignore[attr-defined]
+    assert reason == "shutdown"
+    assert bytes(t.data) == chunk(message(4).sse)
+
+
+async def test_queue_overflow_drops_only_the_slow_client() -> None:
+    hub = Hub(queue_size=3)
+    slow, slow_sub = subscribe(hub)
+    fast, fast_sub = subscribe(hub)
+    fast_sub.direct = True  # type: ignore[attr-defined]
+    slow.writing_paused = True
+    for seq in range(1, 4):
+        hub.publish(message(seq))
+    assert not slow.aborted and slow_sub.queue.qsize() == 3  # type: ignore[attr-defined]
+    hub.publish(message(4))  # the fourth does not fit: disconnect
+    assert slow.aborted and hub.slow_dropped == 1
+    assert slow_sub.reason == "slow"  # type: ignore[attr-defined]
+    assert slow_sub.queue.get_nowait() is CLOSE  # type: ignore[attr-defined]
+    assert hub.stream_clients == 1
+    hub.publish(message(5))
+    assert bytes(fast.data) == b"".join(message(i).sse_chunk for i in range(1, 6))
+
+
+async def test_unsubscribe_is_idempotent_and_counts() -> None:
+    hub = Hub(queue_size=3)
+    _, sub = subscribe(hub)
+    assert hub.stream_clients == 1 and hub.rooms() == {"main"}
+    hub.unsubscribe(sub)  # type: ignore[arg-type]
+    hub.unsubscribe(sub)  # type: ignore[arg-type]
+    assert hub.stream_clients == 0 and hub.rooms() == set()
+
+
+async def test_waiters_wake_on_their_room_only() -> None:
+    hub = Hub(queue_size=3)
+    main, other = hub.wait("main"), hub.wait("other")
+    assert hub.poll_waiters == 2
+    hub.publish(message(1))
+    assert main.done() and not other.done()
+    hub.unwait("main", main)
+    hub.unwait("other", other)
+    assert hub.poll_waiters == 0 and hub.rooms() == set()
+
+
+async def test_ping_only_idle_caught_up_subscribers() -> None:
+    hub = Hub(queue_size=3)
+    idle, idle_sub = subscribe(hub)
+    idle_sub.direct = True  # type: ignore[attr-defined]
+    busy, _ = subscribe(hub)
+    hub.ping()
+    assert bytes(idle.data) == chunk(PING) and bytes(busy.data) == b""
+
+
+async def test_close_ends_streams_and_wakes_waiters_and_refuses_new_ones() -> None:
+    hub = Hub(queue_size=3)
+    _, sub = subscribe(hub)
+    fut = hub.wait("main")
+    hub.close()
+    assert fut.done() and sub.queue.get_nowait() is CLOSE  # type: ignore[attr-defined]
+    assert hub.stream_clients == 0 and hub.poll_waiters == 0
+    _, late = subscribe(hub)
+    assert late.reason == "shutdown" and hub.stream_clients == 0  # type: ignore[attr-defined]
+    assert hub.wait("main").done()
+
+
+@pytest.mark.parametrize("body", ["line\nbreak", "\r\ndata: x\r\n\r\n", "\u2028\u2029", "\x00"])
+def test_frames_stay_single_line_whatever_the_body(body: str) -> None:
+    m = Message("e", (1,), "main", body, body, 0.0, body)
+    lines = m.sse.split(b"\n")
+    assert lines[0] == b"id: e-1" and lines[1] == b"event: message"
+    assert lines[2].startswith(b"data: ") and lines[3:] == [b"", b""]
+    assert b"\r" not in m.sse
