@@ -6,6 +6,7 @@ The hot counters (published, deliveries, drops) are plain integers on the Hub, r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -32,6 +33,8 @@ class HubCollector(Collector):
                                   value=hub.published)
         yield CounterMetricFamily("chat_deliveries", "Messages written to stream or poll clients.",
                                   value=hub.deliveries)
+        yield GaugeMetricFamily("chat_asyncio_tasks", "Tasks alive on this process's event loop.",
+                                value=len(asyncio.all_tasks()))
         yield CounterMetricFamily("chat_slow_clients_dropped",
                                   "Stream clients disconnected because their queue overflowed.",
                                   value=hub.slow_dropped)
