@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import logging
 import os
 import sys
@@ -41,6 +42,27 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value <= 1e6:
+        raise argparse.ArgumentTypeError(f"expected 0 (off) to 1000000, got {text}")
+    return value
+
+
+def _networks(text: str) -> tuple[str, ...]:
+    values = tuple(part.strip() for part in text.split(",") if part.strip())
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated addresses or networks, got {value!r}") from None
+    return values
+
+
 def _store(text: str) -> str:
     if text == "memory" or text.startswith(("redis://", "rediss://", "unix://")):
         return text
@@ -76,6 +98,20 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
      "seconds shutdown waits for requests still running"),
     ("--backlog", "backlog", _int_range(1, 1_000_000), "listen backlog for new connections"),
     ("--access-log", "access_log", _flag, "log every request (1/0)"),
+    ("--post-rate", "post_rate", _rate, "messages per second a client may post, sustained (0: off)"),
+    ("--post-burst", "post_burst", _int_range(1, 1_000_000),
+     "messages a client may post at once before --post-rate applies"),
+    ("--max-client-connections", "max_client_connections", _int_range(0, 10_000_000),
+     "open streams + long-polls per client address (0: off)"),
+    ("--max-clients", "max_clients", _int_range(0, 10_000_000),
+     "open streams + long-polls in this process (0: off)"),
+    ("--trusted-proxies", "trusted_proxies", _networks,
+     "comma-separated proxy addresses/networks whose X-Forwarded-For names the client"),
+    ("--keepalive-timeout", "keepalive_timeout", _seconds,
+     "seconds before an idle connection, or one still sending its headers, is closed"),
+    ("--body-timeout", "body_timeout", _seconds, "seconds a request body may take to arrive"),
+    ("--stall-timeout", "stall_timeout", _seconds,
+     "seconds a stream's socket may accept nothing before the client is dropped"),
 ]
 
 
@@ -138,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         # on_shutdown ends every stream and poll at once; this only bounds requests still running.
         shutdown_timeout=settings.shutdown_timeout,
         backlog=settings.backlog,
+        # Closes idle connections, and ones still dribbling their request headers (slowloris):
+        # aiohttp's timer runs from the connection's start until a whole request has arrived.
+        keepalive_timeout=settings.keepalive_timeout,
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         print=lambda text: log.info("%s", " ".join(text.replace("=", "").split())),
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import errors, xsrf
-from .keys import metrics_key, settings_key
+from . import errors, ratelimit, xsrf
+from .keys import limits_key, metrics_key, settings_key
 from .metrics import Metrics
 from .routes import setup_routes
 from .settings import Settings
@@ -17,10 +17,12 @@ def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or Settings()
     app = web.Application(
         client_max_size=settings.max_request,
-        middlewares=[errors.security_headers, errors.json_errors, xsrf.check_xsrf],
+        middlewares=[errors.security_headers, errors.json_errors, ratelimit.apply_limits,
+                     xsrf.check_xsrf],
     )
     app[settings_key] = settings
-    app[metrics_key] = Metrics()
+    app[limits_key] = limits = ratelimit.Limits(settings)
+    app[metrics_key] = Metrics(limits)
     setup_templating(app, settings)
     setup_routes(app, settings)
     app.cleanup_ctx.append(store_ctx)

@@ -4,16 +4,19 @@ A subscriber that is caught up (nothing queued, socket not pushing back) gets ea
 ready-made frame written straight to its transport by ``publish``: one ``transport.write`` per
 client and message, nothing else. Only a client under back-pressure has messages put in its
 bounded ``asyncio.Queue``, which its own handler drains (``pump``); a client whose queue
-overflows is disconnected and counted. A publisher never waits on any client.
+overflows, or whose socket stays full for ``stall_timeout``, is disconnected and counted.
+A publisher never waits on any client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol
 
+from . import tcpinfo
 from .message import Message, chunk
 
 log = logging.getLogger(__name__)
@@ -37,19 +40,25 @@ CLOSE: Final = _Close()
 
 
 class Subscriber:
-    __slots__ = ("room", "transport", "sink", "chunked", "queue", "direct", "reason")
+    __slots__ = ("room", "transport", "sink", "sock", "chunked", "queue", "direct", "reason",
+                 "acked", "stalled_since")
 
     def __init__(self, room: str, transport: asyncio.WriteTransport, sink: Sink,
                  chunked: bool, queue_size: int) -> None:
         self.room = room
         self.transport = transport
         self.sink = sink
+        self.sock = transport.get_extra_info("socket")
         self.chunked = chunked
         self.queue: asyncio.Queue[Message | _Close] = asyncio.Queue(queue_size)
         # True while caught up: publish may then write straight to the transport.
         self.direct = False
-        # Why the hub ended this subscription ("slow", "shutdown"), None while it runs.
+        # Why the hub ended this subscription ("slow", "stalled", "shutdown"), None while it runs.
         self.reason: str | None = None
+        # Bytes the peer had acknowledged when last looked at, and since when (loop time) it has
+        # acknowledged nothing new while data waited for it; None while it makes progress.
+        self.acked = -1
+        self.stalled_since: float | None = None
 
     def write(self, data: bytes) -> None:
         self.transport.write(chunk(data) if self.chunked else data)
@@ -94,15 +103,20 @@ class Subscriber:
 class Hub:
     """Every local stream subscriber and long-poll waiter, by room, plus the delivery counters."""
 
-    def __init__(self, queue_size: int) -> None:
+    def __init__(self, queue_size: int, stall_timeout: float = 15.0) -> None:
         self.queue_size = queue_size
+        self.stall_timeout = stall_timeout
         self._subs: dict[str, set[Subscriber]] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self.stream_clients = 0
         self.published = 0
         self.deliveries = 0
-        self.slow_dropped = 0
+        self.dropped: Counter[str] = Counter()  # stream clients the hub disconnected, by reason
         self.closed = False
+
+    @property
+    def slow_dropped(self) -> int:
+        return self.dropped["slow"]
 
     @property
     def poll_waiters(self) -> int:
@@ -164,10 +178,10 @@ class Hub:
         """Disconnect a subscriber at once (its unsent backlog is discarded); it resumes by cursor."""
         self.unsubscribe(sub)
         sub.close(reason)
-        if reason == "slow":
-            self.slow_dropped += 1
-            log.warning("dropped slow stream client in room %s (queue of %d full)",
-                        sub.room, self.queue_size)
+        self.dropped[reason] += 1
+        peer = sub.transport.get_extra_info("peername")
+        log.warning("event=dropped reason=%s room=%s client=%s queued=%d", reason, sub.room,
+                    peer[0] if peer else "unknown", self.queue_size if reason == "slow" else 0)
         sub.transport.abort()
 
     def wait(self, room: str) -> asyncio.Future[None]:
@@ -193,10 +207,41 @@ class Hub:
                 if sub.direct and not sub.sink.writing_paused:
                     sub.transport.write(_PING_CHUNK if sub.chunked else PING)
 
-    async def run_pings(self, interval: float) -> None:
+    def sweep(self, now: float) -> None:
+        """Drop subscribers that accepted nothing for ``stall_timeout`` (``now`` is loop time).
+
+        "Accepted nothing": data waits for the peer (in the kernel, or in our buffer) and the peer
+        acknowledged no new byte. That is a reader that stopped reading, and also a half-open
+        peer, whose next heartbeat is never acknowledged.
+        """
+        stalled = []
+        for subs in self._subs.values():
+            for sub in subs:
+                waiting, acked = tcpinfo.progress(sub.sock)
+                if not waiting and not sub.sink.writing_paused:
+                    sub.stalled_since = None
+                elif acked != sub.acked:
+                    sub.acked = acked
+                    sub.stalled_since = None
+                elif sub.stalled_since is None:
+                    sub.stalled_since = now
+                elif now - sub.stalled_since >= self.stall_timeout:
+                    stalled.append(sub)
+        for sub in stalled:
+            self.drop(sub, "stalled")
+
+    async def run(self, ping_interval: float) -> None:
+        """The one timer of the hub: heartbeats every ``ping_interval``, stall checks in between."""
+        loop = asyncio.get_running_loop()
+        tick = min(ping_interval, self.stall_timeout / 4, 1.0)  # 10k clients: ~1% of a core
+        next_ping = loop.time() + ping_interval
         while True:
-            await asyncio.sleep(interval)
-            self.ping()
+            await asyncio.sleep(tick)
+            now = loop.time()
+            if now >= next_ping - tick / 2:
+                self.ping()
+                next_ping = now + ping_interval
+            self.sweep(now)
 
     def close(self) -> None:
         """Shutdown: end every stream (cleanly, after what is queued is discarded) and wake every poll."""

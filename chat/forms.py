@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from .keys import settings_key
 from .settings import Settings
 
 DEFAULT_ROOM = "main"
@@ -20,12 +22,18 @@ _NEXT_RE = re.compile(r"/(?![/\\])[^\x00-\x20\x7f\\]{0,2047}")
 
 
 async def read_form(request: web.Request) -> MultiDictProxy[str]:
-    """The posted form (parsed once per request, aiohttp caches it); 400/413 when it is not one."""
+    """The posted form (parsed once per request, aiohttp caches it); 400/408/413 when not one."""
     if request.content_type not in _FORM_TYPES:
         raise web.HTTPBadRequest(
             text="expected a form: application/x-www-form-urlencoded or multipart/form-data")
+    limit = request.app[settings_key].body_timeout
     try:
-        form = await request.post()
+        # A body sent byte by byte must not hold this handler for long (slowloris).
+        async with asyncio.timeout(limit):
+            form = await request.post()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text=f"the request body did not arrive within {limit:g} s",
+                                     headers={"Connection": "close"}) from None
     except UnicodeDecodeError:
         raise web.HTTPBadRequest(text="the form is not valid UTF-8") from None
     except ValueError as exc:  # malformed multipart

@@ -12,9 +12,11 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from .metrics import Metrics
+    from .ratelimit import Limits
     from .settings import Settings
     from .store import Store
 
 settings_key: web.AppKey[Settings] = web.AppKey("settings_key")
 store_key: web.AppKey[Store] = web.AppKey("store_key")
 metrics_key: web.AppKey[Metrics] = web.AppKey("metrics_key")
+limits_key: web.AppKey[Limits] = web.AppKey("limits_key")

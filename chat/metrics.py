@@ -15,13 +15,24 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from .fanout import Hub
+from .ratelimit import Limits
 
 
-class HubCollector(Collector):
-    def __init__(self) -> None:
+class ChatCollector(Collector):
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
         self.hub: Hub | None = None
 
     def collect(self) -> Iterator[Metric]:
+        limits = self.limits
+        refused = CounterMetricFamily("chat_rate_limited", "Requests refused by a limit.",
+                                      labels=["reason"])
+        for reason in ("posts", "client_connections", "process_clients"):
+            refused.add_metric([reason], limits.refused[reason])
+        yield refused
+        yield GaugeMetricFamily("chat_open_connections",
+                                "Open HTTP connections that have sent at least one request.",
+                                value=limits.open_connections())
         hub = self.hub
         if hub is None:
             return
@@ -38,19 +49,25 @@ class HubCollector(Collector):
         yield CounterMetricFamily("chat_slow_clients_dropped",
                                   "Stream clients disconnected because their queue overflowed.",
                                   value=hub.slow_dropped)
+        dropped = CounterMetricFamily("chat_clients_dropped",
+                                      "Stream clients the server disconnected, by reason.",
+                                      labels=["reason"])
+        for reason in ("slow", "stalled"):
+            dropped.add_metric([reason], hub.dropped[reason])
+        yield dropped
 
 
 class Metrics:
     """One registry per application, so several apps (tests, workers) never share counters."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits) -> None:
         self.registry = CollectorRegistry()
-        self.hub_collector = HubCollector()
-        self.registry.register(self.hub_collector)
+        self.collector = ChatCollector(limits)
+        self.registry.register(self.collector)
         ProcessCollector(registry=self.registry)
 
     def watch(self, hub: Hub | None) -> None:
-        self.hub_collector.hub = hub
+        self.collector.hub = hub
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -30,6 +30,24 @@ class Settings:
     # listen(2) backlog: thousands of clients reconnecting at once must not be refused.
     backlog: int = 4096
     access_log: bool = False
+    # ---- abuse limits; 0 turns one off ----
+    # Posts per second per client (sustained) and how many it may make at once (token bucket).
+    post_rate: float = 5.0
+    post_burst: int = 20
+    # Open streams + long-polls per client, and in this whole process.
+    max_client_connections: int = 20
+    max_clients: int = 10_000
+    # Proxies whose X-Forwarded-For names the client (addresses or networks); others are ignored.
+    trusted_proxies: tuple[str, ...] = ()
+    # ---- time limits ----
+    # An idle keep-alive connection, or one still sending its request headers, is closed after this.
+    keepalive_timeout: float = 15.0
+    # A request body must arrive within this (else 408).
+    body_timeout: float = 10.0
+    # A stream whose socket accepts nothing for this long is dropped (TCP_USER_TIMEOUT, and the
+    # write buffer staying full). With the heartbeat, a half-open client is noticed within
+    # ping_interval + stall_timeout: two heartbeat intervals with the defaults.
+    stall_timeout: float = 15.0
     # "memory" or a redis:// URL.
     store: str = "memory"
     templates_dir: Path = ROOT / "templates"

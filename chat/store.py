@@ -50,8 +50,8 @@ class Store(Protocol):
 class MemoryStore:
     """Rooms live in this process only; a restart starts a new epoch, so old cursors reset."""
 
-    def __init__(self, history: int, queue_size: int, render: Renderer) -> None:
-        self.hub = Hub(queue_size)
+    def __init__(self, history: int, hub: Hub, render: Renderer) -> None:
+        self.hub = hub
         self.epoch = new_epoch()
         self._history = history
         self._render = render
@@ -93,16 +93,17 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     """The store's whole life: open it, run the heartbeat, and close it after shutdown."""
     settings = app[settings_key]
     render = message_renderer(app)
+    hub = Hub(settings.queue_size, settings.stall_timeout)
     store: Store
     if settings.store == "memory":
-        store = MemoryStore(settings.history, settings.queue_size, render)
+        store = MemoryStore(settings.history, hub, render)
     else:
         from .redis_store import RedisStore  # type: ignore[import-not-found]  # not written yet
 
-        store = RedisStore(settings, render)
+        store = RedisStore(settings, hub, render)
     app[store_key] = store
     app[metrics_key].watch(store.hub)
-    pings = asyncio.create_task(store.hub.run_pings(settings.ping_interval))
+    pings = asyncio.create_task(hub.run(settings.ping_interval))
     await store.open()
     try:
         yield

@@ -7,7 +7,10 @@ written by the hub straight to each caught-up client's socket.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import socket
 
 from aiohttp import web
 
@@ -39,6 +42,19 @@ def reset_frame(since: Since) -> bytes:
     return b"id: %s\nevent: reset\ndata: %s\n\n" % (since.base.encode(), data)
 
 
+def limit_unacknowledged(transport: asyncio.BaseTransport, seconds: float) -> None:
+    """Have the kernel drop the connection once sent data goes unacknowledged for ``seconds``.
+
+    The hub's sweep notices such clients first (and counts and logs them as stalled); this is
+    the backstop for when the event loop itself is too busy to look.
+    """
+    sock = transport.get_extra_info("socket")
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux only
+    if sock is not None and option is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))
+
+
 def resume_point(request: web.Request) -> str | None:
     """The ``Last-Event-ID`` header, else the ``last_event_id`` query parameter; the header wins."""
     return request.headers.get("Last-Event-ID") or request.query.get("last_event_id") or None
@@ -56,6 +72,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     transport = request.transport
     if transport is None:  # the client left before we could start
         return response
+    limit_unacknowledged(transport, 2 * settings.stall_timeout)
     # Subscribe before reading the history: whatever is published meanwhile waits in the queue.
     sub = hub.subscribe(room, transport, request.protocol, chunked=request.version >= (1, 1))
     try:

@@ -14,13 +14,14 @@ from chat.keys import store_key
 from chat.settings import Settings
 from chat.store import Store
 
-from .support import XSRF, Chat
+from .support import TEST_SETTINGS, XSRF, Chat
 
 
 @pytest.fixture
 def settings() -> Settings:
-    """The contract's defaults, with timeouts short enough for tests."""
-    return Settings(port=0, poll_timeout=2.0, ping_interval=30.0, retry_ms=1000)
+    """The contract's defaults, with short timeouts and the abuse limits off (test_limits.py
+    turns them on): many tests post or connect far faster than a person would."""
+    return TEST_SETTINGS
 
 
 @pytest.fixture

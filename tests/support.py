@@ -20,8 +20,17 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from chat.keys import store_key
+from chat.settings import Settings
 
 XSRF = "test-token"
+TEST_SETTINGS = Settings(port=0, poll_timeout=2.0, ping_interval=30.0, retry_ms=1000,
+                         post_rate=0, max_client_connections=0, max_clients=0)
+NO_LIMITS = ("--post-rate", "0", "--max-client-connections", "0", "--max-clients", "0")
+
+
+def with_settings(**changes: Any) -> Settings:
+    """TEST_SETTINGS with some fields changed."""
+    return dataclasses.replace(TEST_SETTINGS, **changes)
 
 
 @dataclasses.dataclass
@@ -159,15 +168,16 @@ async def until(probe: Callable[[], Any], value: Any, timeout: float = 5.0) -> N
 class ServerProcess:
     """A real ``python -m chat`` on a free port: the production start path."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.args, self.env = args, env
+    def __init__(self, *args: str, env: dict[str, str] | None = None,
+                 host: str = "127.0.0.1") -> None:
+        self.args, self.env, self.host = args, env, host
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.log = tempfile.TemporaryFile()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self, port: int = 0, timeout: float = 15.0) -> ServerProcess:
         for _ in range(3):  # a free port can be taken between probing and binding: retry
@@ -175,12 +185,13 @@ class ServerProcess:
             self.log.seek(0)
             self.log.truncate()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "chat", "--port", str(self.port), *self.args],
+                [sys.executable, "-m", "chat", "--host", self.host, "--port", str(self.port),
+                 *self.args],
                 stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})})
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self.proc.poll() is None:
                 with contextlib.suppress(OSError), socket.create_connection(
-                        ("127.0.0.1", self.port), timeout=0.2):
+                        (self.host, self.port), timeout=0.2):
                     return self
                 time.sleep(0.02)
             self.stop()

@@ -15,7 +15,7 @@ import pytest
 from chat.__main__ import OPTIONS, parse_settings
 from chat.settings import Settings
 
-from .support import XSRF, ServerProcess
+from .support import NO_LIMITS, XSRF, ServerProcess
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -103,7 +103,7 @@ async def test_production_server_drops_waiters_of_clients_that_left() -> None:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_signal_ends_1000_streams_and_polls_and_exits(sig: int) -> None:
     # A 30 s grace period: exiting well before it shows on_shutdown ended everything itself.
-    with ServerProcess("--shutdown-timeout", "30", "--poll-timeout", "60") as server:
+    with ServerProcess("--shutdown-timeout", "30", "--poll-timeout", "60", *NO_LIMITS) as server:
         streams = []
         for i in range(1000):
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)

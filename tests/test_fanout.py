@@ -24,6 +24,9 @@ class Transport:
     def abort(self) -> None:
         self.aborted = True
 
+    def get_extra_info(self, name: str) -> object:
+        return ("192.0.2.1", 4242) if name == "peername" else None
+
 
 def message(seq: int, room: str = "main") -> Message:
     return Message("e", (seq,), room, f"b{seq}", None, 0.0, "<div></div>")
@@ -169,3 +172,20 @@ def test_frames_stay_single_line_whatever_the_body(body: str) -> None:
     assert lines[0] == b"id: e-1" and lines[1] == b"event: message"
     assert lines[2].startswith(b"data: ") and lines[3:] == [b"", b""]
     assert b"\r" not in m.sse
+
+
+async def test_sweep_drops_a_subscriber_whose_socket_stays_full() -> None:
+    hub = Hub(queue_size=10, stall_timeout=2.0)
+    stuck, _ = subscribe(hub)
+    busy, busy_sub = subscribe(hub)
+    stuck.writing_paused = busy.writing_paused = True
+    hub.sweep(100.0)  # first look: what the peer has acknowledged so far
+    hub.sweep(101.0)  # nothing new since: stalled from here
+    busy.writing_paused = False  # it drained in between: not stalled
+    hub.sweep(101.5)
+    hub.sweep(102.9)
+    assert not stuck.aborted and hub.stream_clients == 2
+    busy.writing_paused = True
+    hub.sweep(103.0)  # two seconds of accepting nothing
+    assert stuck.aborted and hub.dropped["stalled"] == 1 and hub.stream_clients == 1
+    assert not busy.aborted and busy_sub.stalled_since == 103.0  # type: ignore[attr-defined]

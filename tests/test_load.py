@@ -10,9 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chat.settings import Settings
-
-from .support import XSRF, Chat
+from .support import XSRF, Chat, with_settings
 
 STREAMS = POLLERS = 200
 MESSAGES = 100
@@ -44,7 +42,7 @@ async def _poll_ids(session: aiohttp.ClientSession, url: str, cursor: str,
     return ids
 
 
-@pytest.mark.parametrize("settings", [Settings(port=0, poll_timeout=10)], ids=["poll-10s"])
+@pytest.mark.parametrize("settings", [with_settings(poll_timeout=10)], ids=["poll-10s"])
 async def test_200_streams_and_200_pollers_get_all_100_messages_in_order_once(chat: Chat) -> None:
     url = str(chat.client.make_url("")).rstrip("/")
     start = (await (await chat.client.get("/")).text()).split('data-cursor="')[1].split('"')[0]
@@ -82,7 +80,7 @@ async def test_stream_disconnect_restores_gauge(chat: Chat) -> None:
     assert await chat.metric("chat_stream_clients") == before
 
 
-@pytest.mark.parametrize("settings", [Settings(port=0, queue_size=5, max_body=60_000,
+@pytest.mark.parametrize("settings", [with_settings(queue_size=5, max_body=60_000,
                                                max_request=1 << 20)], ids=["queue-5"])
 async def test_frozen_reader_is_dropped_and_counted_while_others_keep_receiving(
         chat: Chat) -> None:

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 
 from chat.keys import store_key
-from chat.settings import Settings
 
-from .support import XSRF, Chat
+from .support import XSRF, Chat, with_settings
 
 
 async def _three(chat: Chat) -> list[dict[str, Any]]:
@@ -53,7 +52,7 @@ async def test_empty_room_without_cursor_waits(chat: Chat) -> None:
     assert await waiting == {"messages": [first]}
 
 
-@pytest.mark.parametrize("settings", [Settings(port=0, poll_timeout=0.2)], ids=["timeout-0.2s"])
+@pytest.mark.parametrize("settings", [with_settings(poll_timeout=0.2)], ids=["timeout-0.2s"])
 async def test_timeout_answers_empty_object(chat: Chat) -> None:
     posted = await _three(chat)
     response = await chat.client.post("/a/message/updates",
@@ -62,7 +61,7 @@ async def test_timeout_answers_empty_object(chat: Chat) -> None:
     assert await chat.metric("chat_poll_waiters") == 0
 
 
-@pytest.mark.parametrize("settings", [Settings(port=0, history=3)], ids=["history-3"])
+@pytest.mark.parametrize("settings", [with_settings(history=3)], ids=["history-3"])
 async def test_evicted_cursor_resets_with_buffer(chat: Chat) -> None:
     posted = [await chat.post(f"m{i}") for i in range(6)]
     assert await chat.poll(cursor=posted[1]["id"]) == {"messages": posted[3:], "reset": True}
@@ -154,7 +153,7 @@ class TornadoClient:
                 self.inbox.append("m" + message["id"])
 
 
-@pytest.mark.parametrize("settings", [Settings(port=0, poll_timeout=0.3)], ids=["timeout-0.3s"])
+@pytest.mark.parametrize("settings", [with_settings(poll_timeout=0.3)], ids=["timeout-0.3s"])
 async def test_tornado_chatdemo_client_works_unchanged(chat: Chat) -> None:
     alice, bob = TornadoClient(chat), TornadoClient(chat)
     sent = [await alice.new_message("hello"), await bob.new_message("hi alice")]

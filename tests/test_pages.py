@@ -7,9 +7,7 @@ import re
 import pytest
 from aiohttp.test_utils import TestClient
 
-from chat.settings import Settings
-
-from .support import XSRF, Chat
+from .support import XSRF, Chat, with_settings
 
 
 def cursor_of(page: str) -> str:
@@ -46,7 +44,7 @@ async def test_empty_room_has_a_valid_cursor(chat: Chat) -> None:
     assert await chat.poll(cursor=cursor_of(page), room="empty") == {"messages": [first]}
 
 
-@pytest.mark.parametrize("settings", [Settings(port=0, history=3)], ids=["history-3"])
+@pytest.mark.parametrize("settings", [with_settings(history=3)], ids=["history-3"])
 async def test_page_renders_the_buffer_in_order(chat: Chat) -> None:
     posted = [await chat.post(f"m{i}") for i in range(5)]
     page = await (await chat.client.get("/")).text()

@@ -9,9 +9,7 @@ from typing import Any
 import pytest
 from aiohttp import FormData
 
-from chat.settings import Settings
-
-from .support import XSRF, Chat
+from .support import XSRF, Chat, with_settings
 
 
 async def test_message_json_shape(chat: Chat) -> None:
@@ -72,7 +70,7 @@ async def test_next_redirects_to_same_origin_path(chat: Chat, next_path: str) ->
 
 # ---- the bad-input table ---------------------------------------------------------------------
 
-LIMITS = Settings(port=0, max_body=10, max_name=5, max_request=4096)
+LIMITS = with_settings(max_body=10, max_name=5, max_request=4096)
 OK = {"body": "fine", "_xsrf": XSRF}
 
 BAD: list[tuple[str, dict[str, Any], int, str]] = [

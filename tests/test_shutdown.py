@@ -15,14 +15,14 @@ from chat.fanout import Hub
 from chat.keys import store_key
 from chat.settings import Settings
 
-from .support import XSRF, until
+from .support import XSRF, until, with_settings
 
 
 async def _counts(hub: Hub) -> tuple[int, int]:
     return hub.stream_clients, hub.poll_waiters
 
 
-@pytest.mark.parametrize("settings", [Settings(port=0, shutdown_timeout=60.0, poll_timeout=60.0)],
+@pytest.mark.parametrize("settings", [with_settings(shutdown_timeout=60.0, poll_timeout=60.0)],
                          ids=["waits-up-to-60s"])
 async def test_cleanup_ends_streams_and_polls_cleanly(aiohttp_server: AiohttpServer,
                                                       settings: Settings) -> None:
@@ -53,11 +53,11 @@ async def test_cleanup_ends_streams_and_polls_cleanly(aiohttp_server: AiohttpSer
 
 
 async def test_cleanup_context_stops_the_heartbeat_task(aiohttp_server: AiohttpServer) -> None:
-    app: web.Application = create_app(Settings(port=0))
+    app: web.Application = create_app(with_settings())
     server = await aiohttp_server(app)
     before = {t.get_coro().__qualname__ for t in asyncio.all_tasks()}  # type: ignore[union-attr]
-    assert "Hub.run_pings" in before
+    assert "Hub.run" in before
     await server.close()
     await asyncio.sleep(0)
     after = {t.get_coro().__qualname__ for t in asyncio.all_tasks()}  # type: ignore[union-attr]
-    assert "Hub.run_pings" not in after
+    assert "Hub.run" not in after

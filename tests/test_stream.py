@@ -7,10 +7,9 @@ import json
 
 import pytest
 
-from chat.settings import Settings
 from chat.stream import opening
 
-from .support import Chat, parse_frame
+from .support import Chat, parse_frame, with_settings
 
 OPENING = b"retry: 1000\n: stream open\n\n"
 
@@ -59,7 +58,7 @@ async def test_reset_frame_exact_bytes(chat: Chat) -> None:
         assert [m["id"] for m in await s.messages(1)] == [first["id"]]
 
 
-@pytest.mark.parametrize("settings", [Settings(port=0, ping_interval=0.05)], ids=["ping-50ms"])
+@pytest.mark.parametrize("settings", [with_settings(ping_interval=0.05)], ids=["ping-50ms"])
 async def test_heartbeat_exact_bytes(chat: Chat) -> None:
     async with chat.stream() as s:
         await s.read_bytes(len(OPENING))
@@ -122,7 +121,7 @@ async def test_no_cursor_means_only_new_messages(chat: Chat) -> None:
         assert (await s.read_event())["id"] == nxt["id"]
 
 
-@pytest.mark.parametrize("settings", [Settings(port=0, history=3)], ids=["history-3"])
+@pytest.mark.parametrize("settings", [with_settings(history=3)], ids=["history-3"])
 async def test_evicted_cursor_resets(chat: Chat) -> None:
     ids = [(await chat.post(f"m{i}"))["id"] for i in range(6)]  # buffer holds ids[3:]
     epoch = ids[0].split("-")[0]
@@ -131,7 +130,7 @@ async def test_evicted_cursor_resets(chat: Chat) -> None:
     assert [e["id"] for e in events[1:]] == ids[3:]
 
 
-@pytest.mark.parametrize("settings", [Settings(port=0, history=3)], ids=["history-3"])
+@pytest.mark.parametrize("settings", [with_settings(history=3)], ids=["history-3"])
 async def test_cursor_just_before_buffer_is_still_valid(chat: Chat) -> None:
     """The reset frame's id (oldest - 1) resumes without a second reset."""
     ids = [(await chat.post(f"m{i}"))["id"] for i in range(6)]
@@ -214,7 +213,7 @@ async def test_invalid_room_is_404_json(chat: Chat) -> None:
 
 # ---- replay and live together ---------------------------------------------------------------
 
-@pytest.mark.parametrize("settings", [Settings(port=0, max_body=50_000, max_request=1 << 20)],
+@pytest.mark.parametrize("settings", [with_settings(max_body=50_000, max_request=1 << 20)],
                          ids=["big-bodies"])
 async def test_messages_accepted_during_replay_arrive_once_in_order(chat: Chat) -> None:
     """The replay is big enough to block on the socket; messages posted meanwhile queue up."""
