@@ -32,24 +32,23 @@ def _int_range(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0 < value <= 86400:
-        raise argparse.ArgumentTypeError(f"expected more than 0 and at most 86400, got {text}")
-    return value
+def _float_range(low: float, high: float, what: str, *, low_ok: bool) -> Callable[[str], float]:
+    """A number in (low, high], or [low, high] when ``low_ok``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (low <= value if low_ok else low < value) or not value <= high:
+            bound = f"{low:g} to {high:.0f}" if low_ok else f"more than {low:g} and at most {high:.0f}"
+            raise argparse.ArgumentTypeError(f"expected {bound}, got {text}")
+        return value
+
+    return parse
 
 
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value <= 1e6:
-        raise argparse.ArgumentTypeError(f"expected 0 (off) to 1000000, got {text}")
-    return value
+_seconds = _float_range(0, 86400, "seconds", low_ok=False)
+_rate = _float_range(0, 1_000_000, "a number", low_ok=True)
 
 
 def _networks(text: str) -> tuple[str, ...]:
