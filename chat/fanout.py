@@ -84,10 +84,8 @@ class Subscriber:
             item = await queue.get()
             frames: list[bytes] = []
             while True:
-                if isinstance(item, _Close):
-                    if frames:
-                        self.write(b"".join(frames))
-                    assert self.reason is not None
+                if isinstance(item, _Close):  # close() emptied the queue first: it is alone
+                    assert self.reason is not None and not frames
                     return self.reason
                 if after is None or item.after(after.epoch, after.pos):
                     frames.append(item.sse)
