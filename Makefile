@@ -8,7 +8,7 @@ PORT ?= 8888
 STORE ?= memory
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck check clean
+.PHONY: install run test lint typecheck check clean bench bench-quick bench-plot bench-profile
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	touch $(BENCH_STAMP)
 
 run: install
 	$(BIN)/python -m chat --host $(HOST) --port $(PORT) --store $(STORE)
@@ -29,6 +34,29 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy
+
+# The load benchmark (bench/README.md). `make bench` is self-contained: it starts and stops a
+# server per run and rewrites bench/results/matrix.jsonl, the table and docs/bench.png.
+BENCH_OUT ?= bench/results/matrix.jsonl
+REPEAT ?= 3
+BENCH_ARGS ?=
+
+bench: $(BENCH_STAMP)
+	rm -f $(BENCH_OUT).tmp
+	$(BIN)/python -m bench matrix --repeat $(REPEAT) --out $(BENCH_OUT).tmp $(BENCH_ARGS)
+	mv $(BENCH_OUT).tmp $(BENCH_OUT)
+	$(BIN)/python -m bench report $(BENCH_OUT)
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench run sse -S 1000 -M 100 -R 20 --repeat $(REPEAT) \
+		--out bench/results/quick.jsonl $(BENCH_ARGS)
+
+bench-plot: $(BENCH_STAMP)
+	$(BIN)/python -m bench report $(BENCH_OUT)
+
+bench-profile: $(BENCH_STAMP)
+	$(BIN)/python -m bench run sse -S 1000 -M 200 --profile bench/results/profile-sse.svg $(BENCH_ARGS)
+	$(BIN)/python -m bench run poll -S 1000 -M 200 --profile bench/results/profile-poll.svg $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .hypothesis

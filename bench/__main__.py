@@ -1,0 +1,155 @@
+"""``python -m bench``: run scenarios against a server the harness starts (or one given by URL).
+
+    python -m bench run sse -S 1000 -M 100 -R 20          # one scenario, printed and appended
+    python -m bench matrix --repeat 3 --out FILE          # what `make bench` runs
+    python -m bench report FILE                           # table, plot and README block
+
+Each run prints one table row and appends one JSON line (``--out``). See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import procstat, report, server
+from .run import Scenario, harness_busy, raise_fd_limit, run
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = (100, 1000, 5000, 10_000)
+
+
+def matrix(loops: list[str]) -> list[tuple[Scenario, str]]:
+    """The scenarios of `make bench`, for each server event loop."""
+    out = []
+    for loop in loops:
+        for kind in ("sse", "poll"):
+            out += [(Scenario(kind, s, 100, 20.0), loop) for s in SIZES]
+        out += [(Scenario("idle", 10_000, 0), loop), (Scenario("post", 0, 0), loop)]
+    return out
+
+
+def _loop_factory() -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
+def _git() -> str | None:
+    try:
+        rev = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return rev or None
+
+
+def one(scenario: Scenario, loop: str, args: argparse.Namespace, pinned: bool) -> dict[str, Any]:
+    profile = getattr(args, "profile", None)
+    result: dict[str, Any] = {
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "commit": _git(),
+        "kind": scenario.kind, "S": scenario.subscribers, "M": scenario.messages, "R": scenario.rate,
+        "loop": loop if not args.url else "?", "store": args.store,
+        "server": "external" if args.url else (args.server_cmd or "python -m chat"),
+        "pinned": pinned, "netdev_max_backlog": procstat.netdev_backlog(),
+        "loadavg_before": float(Path("/proc/loadavg").read_text().split()[0]),
+    }
+    harness_loop = _loop_factory()
+    if args.url:
+        hostport = args.url.split("://", 1)[-1].rstrip("/")
+        with asyncio.Runner(loop_factory=harness_loop) as runner:
+            result.update(runner.run(run(scenario, hostport, args.server_pid, profile)))
+    else:
+        port = server.free_port()
+        cmd = server.command(sys.executable, port, args.store, loop, args.server_cmd, args.server_arg)
+        with server.started(cmd, port, pinned) as srv:
+            with asyncio.Runner(loop_factory=harness_loop) as runner:
+                result.update(runner.run(run(scenario, srv.hostport, srv.pid, profile)))
+    result["machine"] = procstat.machine()
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("run", "matrix"):
+        p = sub.add_parser(name)
+        if name == "run":
+            p.add_argument("kind", choices=["sse", "poll", "idle", "post"])
+            p.add_argument("-S", "--subscribers", type=int, default=1000)
+            p.add_argument("-M", "--messages", type=int, default=100)
+            p.add_argument("-R", "--rate", type=float, default=20.0, help="messages per second")
+            p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
+                           help="the server's event loop (the harness uses uvloop when installed)")
+            p.add_argument("--profile", type=Path, help="py-spy the server during delivery into this "
+                           "file: .svg flamegraph, .txt raw stacks, .json speedscope")
+        else:
+            p.add_argument("--loops", default="uvloop,asyncio", help="server event loops to run")
+        p.add_argument("--repeat", type=int, default=1, help="runs of each scenario (interleaved)")
+        p.add_argument("--out", type=Path, help="append JSON lines here")
+        p.add_argument("--url", help="use this running server (e.g. http://127.0.0.1:8888)")
+        p.add_argument("--server-pid", type=int, help="with --url: its pid, for CPU and RSS")
+        p.add_argument("--store", default="memory", help="server store: memory or redis://...")
+        p.add_argument("--server-cmd", help="server command template with {python} {port} {store}, "
+                       "e.g. gunicorn with several workers; CPU and RSS sum its process tree")
+        p.add_argument("--server-arg", action="append", default=[],
+                       help="extra argument for python -m chat (repeatable)")
+        p.add_argument("--no-sysctl", action="store_true",
+                       help="never raise net.core.netdev_max_backlog, only warn")
+        p.add_argument("--drain", type=float, default=20.0, help="seconds to wait for stragglers")
+    p = sub.add_parser("report")
+    p.add_argument("results", type=Path)
+    p.add_argument("--plot", type=Path, default=ROOT / "docs" / "bench.png")
+    p.add_argument("--table", type=Path, default=ROOT / "bench" / "results" / "table.md")
+    p.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    args = parser.parse_args(argv)
+
+    if args.command == "report":
+        report.main(args.results, args.plot, args.table, args.readme)
+        return
+    if args.command == "run":
+        subscribers = 0 if args.kind == "post" else args.subscribers
+        messages = args.messages if args.kind in ("sse", "poll") else 0
+        plan = [(Scenario(args.kind, subscribers, messages, args.rate, args.drain), args.loop)]
+    else:
+        plan = matrix(args.loops.split(","))
+        for scenario, _ in plan:
+            scenario.drain = args.drain
+    raise_fd_limit(max(s.subscribers for s, _ in plan) + 1024)
+    pinned = not args.url and server.pin_harness()
+    old, note = procstat.raise_netdev_backlog(not args.no_sysctl)
+    if note:
+        print(note, file=sys.stderr)
+    if not pinned:
+        print("note: fewer than 2 cores (or --url): server and harness are not pinned", file=sys.stderr)
+    started = time.monotonic()
+    print(report.HEADER)
+    try:
+        for _ in range(args.repeat):
+            for scenario, loop in plan:
+                result = one(scenario, loop, args, pinned)
+                print(report.row(result), flush=True)
+                warning = harness_busy(result)
+                if warning:
+                    print(warning, file=sys.stderr)
+                if args.out:
+                    args.out.parent.mkdir(parents=True, exist_ok=True)
+                    with args.out.open("a") as f:
+                        f.write(json.dumps(result) + "\n")
+    finally:
+        procstat.restore_netdev_backlog(old)
+    print(f"{len(plan) * args.repeat} runs in {time.monotonic() - started:.0f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Start the chat server for a run (pinned to core 0), or point at one that is already running."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVER_CORE = 0
+HARNESS_CORE = 1
+
+
+@dataclass
+class Server:
+    host: str
+    port: int
+    pid: int | None  # None: not ours and not given, so no CPU or RSS figures
+    log: Path | None = None
+
+    @property
+    def hostport(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def can_pin() -> bool:
+    return hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
+
+
+def pin_harness() -> bool:
+    """Run the harness on core 1 (the server gets core 0) when there are two or more cores."""
+    if not can_pin():
+        return False
+    os.sched_setaffinity(0, {HARNESS_CORE})
+    return True
+
+
+def command(python: str, port: int, store: str, loop: str, template: str | None,
+            extra: list[str]) -> list[str]:
+    """The server's command line: ``python -m chat`` unless ``--server-cmd`` gives a template.
+
+    A template (for gunicorn with several workers, say) may use {python}, {port} and {store}.
+    """
+    if template:
+        return [part.format(python=python, port=port, store=store) for part in shlex.split(template)]
+    cmd = [python, "-m", "chat", "--host", "127.0.0.1", "--port", str(port), "--store", store,
+           "--log-level", "WARNING",
+           # No poll may time out during a run: a timeout is a re-poll that is not a delivery.
+           "--poll-timeout", "600"]
+    if loop == "asyncio":
+        cmd.append("--no-uvloop")
+    return cmd + extra
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def started(cmd: list[str], port: int, pin: bool, timeout: float = 20.0) -> Iterator[Server]:
+    """Run ``cmd`` (pinned to core 0 when ``pin``) until /healthz answers; SIGTERM it afterwards."""
+    log = Path(tempfile.mkstemp(prefix="chat-bench-server-", suffix=".log")[1])
+
+    def on_core_zero() -> None:  # runs in the child before exec: workers it forks inherit it
+        os.sched_setaffinity(0, {SERVER_CORE})
+
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                preexec_fn=on_core_zero if pin else None)
+    try:
+        deadline = time.monotonic() + timeout
+        while not _healthy(f"http://127.0.0.1:{port}/healthz"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not come up: {cmd}\n{log.read_text()[-3000:]}")
+            time.sleep(0.05)
+        yield Server("127.0.0.1", port, proc.pid, log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        text = log.read_text(errors="replace")
+        if "Traceback" in text:
+            print(f"server log ({log}) has a traceback:\n{text[-3000:]}", file=sys.stderr)
+        else:
+            log.unlink()
