@@ -24,10 +24,11 @@ class RoomBuffer:
     """The newest ``capacity`` messages of a room, numbered 1, 2, 3... within ``epoch``.
 
     A message's list index is its number minus ``_first``, so ``since`` slices instead of scanning.
-    Eviction deletes in batches of ``capacity`` to keep appends amortised O(1).
+    Eviction deletes in batches of ``capacity`` to keep appends amortised O(1). ``_index`` maps the
+    id of every message in ``_items`` to its number, so ``after_id`` needs no parsing.
     """
 
-    __slots__ = ("epoch", "capacity", "_items", "_first", "last")
+    __slots__ = ("epoch", "capacity", "_items", "_first", "last", "_index")
 
     def __init__(self, epoch: str, capacity: int) -> None:
         self.epoch = epoch
@@ -35,13 +36,17 @@ class RoomBuffer:
         self._items: list[Message] = []
         self._first = 1  # number of _items[0]
         self.last = 0  # number of the newest message; 0 while empty
+        self._index: dict[str, int] = {}
 
     def append(self, message: Message) -> None:
         assert message.pos == (self.last + 1,), "messages must be appended in order"
         self._items.append(message)
         self.last += 1
+        self._index[message.id] = self.last
         if len(self._items) >= 2 * self.capacity:
             drop = len(self._items) - self.capacity
+            for old in self._items[:drop]:
+                del self._index[old.id]
             del self._items[:drop]
             self._first += drop
 
@@ -52,6 +57,14 @@ class RoomBuffer:
 
     def messages(self) -> list[Message]:
         return self._items[self.oldest - self._first:]
+
+    def after_id(self, cursor: str) -> Since | None:
+        """``since`` for a cursor that is the id of a held message (what a caught-up client sends):
+        one dict lookup. None when it is anything else; ``since`` then decides."""
+        pos = self._index.get(cursor)
+        if pos is None or pos < self.oldest - 1:
+            return None
+        return Since(self._items[pos + 1 - self._first:], None, cursor)
 
     def since(self, cursor: Cursor | None) -> Since:
         """Messages after ``cursor`` (all held ones for None), or all held ones with a reset reason."""

@@ -160,6 +160,22 @@ class Hub:
         self.deliveries = 0
         self.dropped: Counter[str] = Counter()  # stream clients the hub disconnected, by reason
         self.closed = False
+        # Messages given to the hub per room: a poll that finds nothing notices one that arrived
+        # while it was looking, without registering a waiter first.
+        self._given: dict[str, int] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, looked up once (on Python 3.11 each lookup is a getpid() system call)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
+    def given(self, room: str) -> int:
+        """How many messages of ``room`` the hub has been given so far."""
+        return self._given.get(room, 0)
 
     @property
     def slow_dropped(self) -> int:
@@ -197,7 +213,9 @@ class Hub:
     def publish(self, message: Message) -> None:
         """Hand ``message`` to every local subscriber and waiter of its room. Never blocks."""
         self.published += 1
-        subs = self._subs.get(message.room)
+        room = message.room
+        self._given[room] = self._given.get(room, 0) + 1
+        subs = self._subs.get(room)
         if subs:
             chunked, raw = message.sse_chunk, message.sse
             written = 0
@@ -215,7 +233,7 @@ class Hub:
             self.deliveries += written
             for sub in slow:
                 self.drop(sub, "slow")
-        waiters = self._waiters.pop(message.room, None)
+        waiters = self._waiters.pop(room, None)
         if waiters:
             for fut in waiters:
                 if not fut.done():
@@ -233,19 +251,22 @@ class Hub:
 
     def wait(self, room: str) -> asyncio.Future[None]:
         """A future resolved by the room's next message, or by shutdown."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[None] = self.loop.create_future()
         if self.closed:
             fut.set_result(None)
         else:
             self._waiters.setdefault(room, set()).add(fut)
         return fut
 
-    def unwait(self, room: str, fut: asyncio.Future[None]) -> None:
+    def unwait(self, room: str, fut: asyncio.Future[None]) -> bool:
+        """Forget a waiter; True if it was still waiting (no message or shutdown resolved it)."""
         waiters = self._waiters.get(room)
-        if waiters is not None:
-            waiters.discard(fut)
-            if not waiters:
-                del self._waiters[room]
+        if waiters is None or fut not in waiters:
+            return False
+        waiters.remove(fut)
+        if not waiters:
+            del self._waiters[room]
+        return True
 
     def ping(self) -> None:
         """Heartbeat every caught-up subscriber (a backlogged one has data on the way already)."""

@@ -17,24 +17,35 @@ async def updates(request: web.Request) -> web.Response:
     form = await forms.read_form(request)
     room = forms.room(form.get("room"))
     cursor = forms.cursor(form.get("cursor"))
-    store = request.app[store_key]
+    app = request.app
+    store = app[store_key]
     hub = store.hub
-    try:
-        async with asyncio.timeout(request.app[settings_key].poll_timeout):
-            while not hub.closed:
-                # Wait first, then look: a message stored while we look still wakes us.
-                woken = hub.wait(room)
-                try:
-                    since = await store.since(room, cursor)
-                    if since.messages:
-                        hub.count(len(since.messages))
-                        return _json(poll_body(since.messages, since.reset is not None))
-                    await woken
-                finally:
-                    hub.unwait(room, woken)
-    except TimeoutError:
-        pass
+    loop = hub.loop
+    deadline = loop.time() + app[settings_key].poll_timeout
+    while not hub.closed:
+        given = hub.given(room)
+        since = await store.since(room, cursor)
+        if since.messages:
+            hub.count(len(since.messages))
+            return _json(poll_body(since.messages, since.reset is not None))
+        if hub.given(room) != given:
+            continue  # a message reached the hub while we looked: look again
+        # Nothing newer, and no await since we looked: whatever comes next wakes this waiter.
+        woken = hub.wait(room)
+        timer = loop.call_at(deadline, _expire, woken)  # one timer handle, not asyncio.timeout()
+        try:
+            await woken
+        finally:
+            timer.cancel()
+            timed_out = hub.unwait(room, woken)  # still registered: no message, the timer woke us
+        if timed_out:
+            break
     return _json(_TIMEOUT_BODY)
+
+
+def _expire(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _json(body: bytes) -> web.Response:

@@ -74,6 +74,9 @@ class MemoryStore:
             buf = RoomBuffer(self.epoch, self._history)
         if cursor is None:
             return buf.since(None)
+        found = buf.after_id(cursor)
+        if found is not None:
+            return found
         parsed = parse_cursor(cursor)
         if parsed is None:
             return buf.since(None)._replace(reset="malformed")
