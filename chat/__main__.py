@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import ipaddress
 import logging
 import os
@@ -158,6 +159,21 @@ def _event_loop(use_uvloop: bool) -> Any:
     return asyncio.new_event_loop()
 
 
+# The collector's default gen-0 threshold (700) runs a collection every few requests once
+# thousands of clients are connected, and each collection ages the objects of every waiting
+# request into the older generations that full collections then walk. A larger threshold lets
+# request garbage die young. Measured on long-poll, 1,000 waiters, 20 messages/s: server CPU per
+# delivery about 150 -> 95 us; see README "Performance".
+GC_THRESHOLD = (50_000, 20, 20)
+
+
+async def _tune_gc(app: web.Application) -> None:
+    """After startup: what startup made lives for good, so no collection has to walk it again."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     settings, args = parse_settings(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
@@ -165,8 +181,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     loop = _event_loop(not args.no_uvloop)
     log.info("chat %s on http://%s:%d, store %s, event loop %s", "starting", settings.host,
              settings.port, settings.store.split("@")[-1], type(loop).__module__.split(".")[0])
+    app = create_app(settings)
+    app.on_startup.append(_tune_gc)  # the process's own setting, so here and not in create_app
     web.run_app(
-        create_app(settings), host=settings.host, port=settings.port, loop=loop,
+        app, host=settings.host, port=settings.port, loop=loop,
         # Cancel a handler when its client disconnects (the test server does this too): a
         # long-poll whose client left must not keep its waiter until the timeout.
         handler_cancellation=True,
