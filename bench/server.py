@@ -61,7 +61,10 @@ def command(python: str, port: int, store: str, loop: str, template: str | None,
     cmd = [python, "-m", "chat", "--host", "127.0.0.1", "--port", str(port), "--store", store,
            "--log-level", "WARNING",
            # No poll may time out during a run: a timeout is a re-poll that is not a delivery.
-           "--poll-timeout", "600"]
+           "--poll-timeout", "600",
+           # Every subscriber and the publisher are one address here: the per-client abuse limits
+           # (posts/s, connections per address) and the process cap would refuse the load itself.
+           "--post-rate", "0", "--max-client-connections", "0", "--max-clients", "0"]
     if loop == "asyncio":
         cmd.append("--no-uvloop")
     return cmd + extra

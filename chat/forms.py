@@ -28,9 +28,14 @@ async def read_form(request: web.Request) -> MultiDictProxy[str]:
             text="expected a form: application/x-www-form-urlencoded or multipart/form-data")
     limit = request.app[settings_key].body_timeout
     try:
-        # A body sent byte by byte must not hold this handler for long (slowloris).
-        async with asyncio.timeout(limit):
+        if request.content.is_eof():
+            # The whole body is here (a small form comes with its headers; the second call
+            # reads aiohttp's cache): nothing to wait for, so no timer either.
             form = await request.post()
+        else:
+            # A body sent byte by byte must not hold this handler for long (slowloris).
+            async with asyncio.timeout(limit):
+                form = await request.post()
     except TimeoutError:
         raise web.HTTPRequestTimeout(text=f"the request body did not arrive within {limit:g} s",
                                      headers={"Connection": "close"}) from None
