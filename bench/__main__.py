@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,30 @@ ROOT = Path(__file__).resolve().parent.parent
 SIZES = (100, 1000, 5000, 10_000)
 
 
-def matrix(loops: list[str]) -> list[tuple[Scenario, str]]:
-    """The scenarios of `make bench`, for each server event loop."""
+FLOORS = {  # yardsticks: the same load against the plainest servers (bench/floor*.py)
+    "raw asyncio": "{python} -m bench.floor --port {port}",
+    "bare aiohttp": "{python} -m bench.floor_aiohttp --port {port}",
+}
+
+
+@dataclass
+class Job:
+    scenario: Scenario
+    loop: str  # the server's event loop
+    server_cmd: str | None = None  # None: python -m chat (or --server-cmd)
+
+
+def matrix(loops: list[str], sizes: list[int], floors: bool) -> list[Job]:
+    """The scenarios of `make bench`, for each server event loop, plus the yardsticks."""
     out = []
     for loop in loops:
         for kind in ("sse", "poll"):
-            out += [(Scenario(kind, s, 100, 20.0), loop) for s in SIZES]
-        out += [(Scenario("idle", 10_000, 0), loop), (Scenario("post", 0, 0), loop)]
+            out += [Job(Scenario(kind, s, 100, 20.0), loop) for s in sizes]
+        out += [Job(Scenario("idle", max(sizes), 0), loop), Job(Scenario("post", 0, 0), loop)]
+    if floors:
+        for cmd in FLOORS.values():
+            out += [Job(Scenario(kind, s, 100, 20.0), "uvloop", cmd)
+                    for kind in ("sse", "poll") for s in sizes if s in (1000, 5000)]
     return out
 
 
@@ -53,13 +71,15 @@ def _git() -> str | None:
     return rev or None
 
 
-def one(scenario: Scenario, loop: str, args: argparse.Namespace, pinned: bool) -> dict[str, Any]:
+def one(job: Job, args: argparse.Namespace, pinned: bool) -> dict[str, Any]:
+    scenario, loop = job.scenario, job.loop
+    server_cmd = job.server_cmd or args.server_cmd
     profile = getattr(args, "profile", None)
     result: dict[str, Any] = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "commit": _git(),
         "kind": scenario.kind, "S": scenario.subscribers, "M": scenario.messages, "R": scenario.rate,
         "loop": loop if not args.url else "?", "store": args.store,
-        "server": "external" if args.url else (args.server_cmd or "python -m chat"),
+        "server": "external" if args.url else (server_cmd or "python -m chat"),
         "pinned": pinned, "netdev_max_backlog": procstat.netdev_backlog(),
         "loadavg_before": float(Path("/proc/loadavg").read_text().split()[0]),
     }
@@ -70,7 +90,7 @@ def one(scenario: Scenario, loop: str, args: argparse.Namespace, pinned: bool) -
             result.update(runner.run(run(scenario, hostport, args.server_pid, profile)))
     else:
         port = server.free_port()
-        cmd = server.command(sys.executable, port, args.store, loop, args.server_cmd, args.server_arg)
+        cmd = server.command(sys.executable, port, args.store, loop, server_cmd, args.server_arg)
         with server.started(cmd, port, pinned) as srv:
             with asyncio.Runner(loop_factory=harness_loop) as runner:
                 result.update(runner.run(run(scenario, srv.hostport, srv.pid, profile)))
@@ -95,6 +115,10 @@ def main(argv: list[str] | None = None) -> None:
                            "file: .svg flamegraph, .txt raw stacks, .json speedscope")
         else:
             p.add_argument("--loops", default="uvloop,asyncio", help="server event loops to run")
+            p.add_argument("--sizes", default=",".join(map(str, SIZES)),
+                           help="subscriber counts S (the idle run uses the largest)")
+            p.add_argument("--no-floors", action="store_true",
+                           help="skip the yardstick servers (bench/floor.py, bench/floor_aiohttp.py)")
         p.add_argument("--repeat", type=int, default=1, help="runs of each scenario (interleaved)")
         p.add_argument("--out", type=Path, help="append JSON lines here")
         p.add_argument("--url", help="use this running server (e.g. http://127.0.0.1:8888)")
@@ -120,12 +144,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "run":
         subscribers = 0 if args.kind == "post" else args.subscribers
         messages = args.messages if args.kind in ("sse", "poll") else 0
-        plan = [(Scenario(args.kind, subscribers, messages, args.rate, args.drain), args.loop)]
+        plan = [Job(Scenario(args.kind, subscribers, messages, args.rate, args.drain), args.loop)]
     else:
-        plan = matrix(args.loops.split(","))
-        for scenario, _ in plan:
-            scenario.drain = args.drain
-    raise_fd_limit(max(s.subscribers for s, _ in plan) + 1024)
+        plan = matrix(args.loops.split(","), [int(x) for x in args.sizes.split(",")],
+                      not args.no_floors)
+        for job in plan:
+            job.scenario.drain = args.drain
+    raise_fd_limit(max(job.scenario.subscribers for job in plan) + 1024)
     pinned = not args.url and server.pin_harness()
     old, note = procstat.raise_netdev_backlog(not args.no_sysctl)
     if note:
@@ -136,8 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     print(report.HEADER)
     try:
         for _ in range(args.repeat):
-            for scenario, loop in plan:
-                result = one(scenario, loop, args, pinned)
+            for job in plan:
+                result = one(job, args, pinned)
                 print(report.row(result), flush=True)
                 warning = harness_busy(result)
                 if warning:

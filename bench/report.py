@@ -39,9 +39,22 @@ def load(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def server_label(r: dict[str, Any]) -> str:
+    """chat, or which yardstick server (bench/floor.py, bench/floor_aiohttp.py) a run measured."""
+    cmd = r["server"]
+    if "bench.floor_aiohttp" in cmd:
+        return "bare aiohttp"
+    if "bench.floor" in cmd:
+        return "raw asyncio"
+    return "chat" if cmd == "python -m chat" else cmd
+
+
 def _key(r: dict[str, Any]) -> tuple[Any, ...]:
     order = {"sse": 0, "poll": 1, "idle": 2, "post": 3}
-    return (r["loop"] != "uvloop", order.get(r["kind"], 9), r["S"], r["M"], r["R"], r["store"], r["server"])
+    servers = {"chat": 0, "bare aiohttp": 1, "raw asyncio": 2}
+    label = server_label(r)
+    return (servers.get(label, 3), label, r["loop"] != "uvloop", order.get(r["kind"], 9), r["S"],
+            r["M"], r["R"], r["store"])
 
 
 def medians(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -72,10 +85,10 @@ def _n(v: Any, spec: str = ",.0f") -> str:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| transport | server loop | S | delivered / expected (lost, dup) | p50 ms | p99 ms | max ms "
+        "| server | transport | loop | S | delivered / expected (lost, dup) | p50 ms | p99 ms | max ms "
         "| last sub. p50 ms | deliveries/s | **server CPU µs / delivery** | RSS KB / conn "
         "| CPU µs / connect | posts/s | harness CPU | runs |",
-        "| --- | --- |" + " ---: |" * 13,
+        "| --- | --- | --- |" + " ---: |" * 13,
     ]
     for m in rows:
         kind = {"idle": "SSE, idle", "post": "posting only", "sse": "SSE", "poll": "long-poll"}[m["kind"]]
@@ -91,7 +104,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         else:
             delivered, cpu = "–", "–"
         lines.append(
-            f"| {kind} | {m['loop']} | {m['S']:,} | {delivered} | {_n(m.get('lat_p50_ms'), '.1f')} "
+            f"| {server_label(m)} | {kind} | {m['loop']} | {m['S']:,} | {delivered} "
+            f"| {_n(m.get('lat_p50_ms'), '.1f')} "
             f"| {_n(m.get('lat_p99_ms'), '.1f')} | {_n(m.get('lat_max_ms'), '.0f')} "
             f"| {_n(m.get('last_sub_p50_ms'), '.1f')} | {_n(m.get('deliveries_per_s'))} | {cpu} "
             f"| {_n(m.get('server_rss_kb_per_client'), '.2f')} "
@@ -118,7 +132,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     styles = {("sse", "uvloop"): "C0-o", ("poll", "uvloop"): "C1-s",
               ("sse", "asyncio"): "C0--o", ("poll", "asyncio"): "C1--s"}
     for (kind, loop), style in styles.items():
-        pts = sorted((m["S"], m) for m in rows if m["kind"] == kind and m["loop"] == loop)
+        pts = sorted(((m["S"], m) for m in rows
+                      if m["kind"] == kind and m["loop"] == loop and server_label(m) == "chat"),
+                     key=lambda p: p[0])
         if not pts:
             continue
         label = f"{'SSE' if kind == 'sse' else 'long-poll'}, {loop}"
@@ -134,10 +150,20 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel(unit)
         ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
+    for label, marker in (("raw asyncio", "x"), ("bare aiohttp", "+")):
+        for kind, color in (("sse", "C0"), ("poll", "C1")):
+            pts = sorted(((m["S"], m) for m in rows if m["kind"] == kind and server_label(m) == label),
+                         key=lambda p: p[0])
+            if pts:
+                name = f"{'SSE' if kind == 'sse' else 'long-poll'}, {label} yardstick"
+                ax1.plot([s for s, _ in pts], [m.get("lat_p99_ms") for _, m in pts], marker,
+                         color=color, ls="none", ms=8, label=name)
+                ax2.plot([s for s, _ in pts], [m.get("server_cpu_us_per_delivery") for _, m in pts],
+                         marker, color=color, ls="none", ms=8, label=name)
     ax1.set_yscale("log")
+    ax2.set_yscale("log")
     ax2.axhline(8, color="C0", lw=0.8, ls=":", label="SSE target 8 µs")
     ax2.axhline(25, color="C1", lw=0.8, ls=":", label="long-poll target 25 µs")
-    ax2.set_ylim(bottom=0)
     ax2.legend(fontsize=8)
     ax1.legend(fontsize=8)
     fig.tight_layout()

@@ -248,7 +248,10 @@ async def run(scenario: Scenario, hostport: str, pid: int | None,
     rss0 = rss()
     a = meter.read()
     subs = await connect(scenario.kind, hostport, room, scenario.subscribers)
-    gauge = await server_has(hostport, scenario.kind, scenario.subscribers) if pid else False
+    # One process: its own gauge says when it has every subscriber. Several (gunicorn) or none
+    # known: each counts only its own, so give the last handshakes a moment instead.
+    single = pid is None or len(procstat.tree(pid)) == 1
+    gauge = await server_has(hostport, scenario.kind, scenario.subscribers) if single else False
     if not gauge:
         await asyncio.sleep(1.0)  # several workers or no gauge: give the last handshakes time
     d = Meter.delta(a, meter.read())
