@@ -39,16 +39,17 @@ typecheck: install
 # server per run and rewrites bench/results/matrix.jsonl, the table and docs/bench.png.
 BENCH_OUT ?= bench/results/matrix.jsonl
 REPEAT ?= 3
+QUIET ?= 30
 BENCH_ARGS ?=
 
 bench: $(BENCH_STAMP)
 	rm -f $(BENCH_OUT).tmp
-	$(BIN)/python -m bench matrix --repeat $(REPEAT) --out $(BENCH_OUT).tmp $(BENCH_ARGS)
+	$(BIN)/python -m bench matrix --repeat $(REPEAT) --quiet $(QUIET) --out $(BENCH_OUT).tmp $(BENCH_ARGS)
 	mv $(BENCH_OUT).tmp $(BENCH_OUT)
 	$(BIN)/python -m bench report $(BENCH_OUT)
 
 bench-quick: $(BENCH_STAMP)
-	$(BIN)/python -m bench run sse -S 1000 -M 100 -R 20 --repeat $(REPEAT) \
+	$(BIN)/python -m bench run sse -S 1000 -M 100 -R 20 --repeat $(REPEAT) --quiet $(QUIET) \
 		--out bench/results/quick.jsonl $(BENCH_ARGS)
 
 bench-plot: $(BENCH_STAMP)

@@ -130,7 +130,12 @@ def main(argv: list[str] | None = None) -> None:
                        help="extra argument for python -m chat (repeatable)")
         p.add_argument("--no-sysctl", action="store_true",
                        help="never raise net.core.netdev_max_backlog, only warn")
-        p.add_argument("--drain", type=float, default=20.0, help="seconds to wait for stragglers")
+        p.add_argument("--drain", type=float, default=120.0,
+                       help="at most this long after the last post for deliveries still coming "
+                       "(a run also ends when nothing arrived for 5 s)")
+        p.add_argument("--quiet", type=float, default=0.0, metavar="SECONDS",
+                       help="before each run, wait up to this long for the machine's other load "
+                       "to drop below 0.25 cores (0: do not wait)")
     p = sub.add_parser("report")
     p.add_argument("results", type=Path)
     p.add_argument("--plot", type=Path, default=ROOT / "docs" / "bench.png")
@@ -162,6 +167,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for _ in range(args.repeat):
             for job in plan:
+                if args.quiet:
+                    busy = procstat.wait_quiet(0.25, args.quiet)
+                    if busy >= 0.25:
+                        print(f"note: the machine stayed busy ({busy:.2f} cores) for {args.quiet:g} s; "
+                              "running anyway", file=sys.stderr)
                 result = one(job, args, pinned)
                 print(report.row(result), flush=True)
                 warning = harness_busy(result)

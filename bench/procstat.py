@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,19 @@ def machine_busy() -> tuple[float, float]:
     idle = fields[3] + fields[4]
     total = sum(fields[:8])
     return (total - idle) / CLK_TCK, total / CLK_TCK
+
+
+def wait_quiet(limit: float, timeout: float, window: float = 1.0) -> float:
+    """Wait (up to ``timeout`` s) until the machine's busy CPU over ``window`` is below ``limit``
+    cores; return the last reading. Other people's test runs are the noise worth waiting out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        b0, _ = machine_busy()
+        time.sleep(window)
+        b1, _ = machine_busy()
+        busy = (b1 - b0) / window
+        if busy < limit or time.monotonic() >= deadline:
+            return busy
 
 
 def netdev_backlog() -> int | None:

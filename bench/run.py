@@ -31,6 +31,7 @@ from .accounting import account, percentile
 from .clients import HTTPConn, Poller, SSESubscriber, Subscriber, message_id, perf, post_request
 
 CONNECT_BATCH = 200
+PUBLISHERS = 256  # publisher connections at most (posts in flight)
 HARNESS_BUSY = 0.85  # fraction of one core past which latency measures the harness
 
 
@@ -40,7 +41,7 @@ class Scenario:
     subscribers: int = 1000
     messages: int = 100
     rate: float = 20.0
-    drain: float = 20.0  # seconds to wait for stragglers after the last post
+    drain: float = 120.0  # seconds after the last post to wait for deliveries still coming
     post_seconds: float = 5.0  # length of a "post" run
     conns: int = 4  # publishing connections of a "post" run
 
@@ -139,28 +140,57 @@ async def server_has(hostport: str, kind: str, count: int, timeout: float = 60.0
 
 async def publish(hostport: str, room: str, count: int, rate: float
                   ) -> tuple[dict[bytes, tuple[int, float]], int]:
-    """Post ``count`` messages at ``rate``/s (sending late ones at once); id -> (seq, send time)."""
+    """Post ``count`` messages at ``rate``/s on a schedule; id -> (acceptance rank, send time).
+
+    Open loop: the i-th post is written at ``start + i/rate`` on an idle keep-alive connection, or
+    a new one when all are waiting for replies (at most ``PUBLISHERS``), so a server that falls
+    behind still gets the load it was offered and shows it as latency, not as a slower publisher.
+    """
     host, port = hostport.rsplit(":", 1)
     loop = asyncio.get_running_loop()
-    _, conn = await loop.create_connection(HTTPConn, host, int(port))
-    sent: dict[bytes, tuple[int, float]] = {}
+    idle: list[HTTPConn] = []
+    opened: list[HTTPConn] = []
+    slots = asyncio.Semaphore(PUBLISHERS)
+    times: dict[bytes, float] = {}
     errors = 0
+
+    async def post(request: bytes) -> None:
+        nonlocal errors
+        async with slots:
+            if idle:
+                conn = idle.pop()
+            else:
+                _, conn = await loop.create_connection(HTTPConn, host, int(port))
+                opened.append(conn)
+            t = perf()
+            status, body = await conn.send(request)
+            idle.append(conn)
+        if status == 200:
+            times[message_id(body)] = t
+        else:
+            errors += 1
+
     requests = [post_request(hostport, room, f"bench message {i}") for i in range(count)]
+    tasks = []
     start = perf()
     try:
         for i, request in enumerate(requests):
             delay = start + i / rate - perf()
             if delay > 0:
                 await asyncio.sleep(delay)
-            t = perf()
-            status, body = await conn.send(request)
-            if status == 200:
-                sent[message_id(body)] = (i, t)
-            else:
-                errors += 1
+            tasks.append(asyncio.create_task(post(request)))
+        await asyncio.gather(*tasks)
     finally:
-        conn.close()
-    return sent, errors
+        for conn in opened:
+            conn.close()
+    # Posts in flight together may be accepted in either order: rank by the server's ids.
+    ranked = sorted(times, key=_id_order)
+    return {key: (rank, times[key]) for rank, key in enumerate(ranked)}, errors
+
+
+def _id_order(key: bytes) -> tuple[int, ...]:
+    """Ids are opaque to clients; ours end in numbers that increase within a room."""
+    return tuple(int(part) for part in key.split(b"-")[1:] if part.isdigit())
 
 
 async def post_flood(hostport: str, seconds: float, conns: int) -> tuple[int, int]:
@@ -190,9 +220,18 @@ async def post_flood(hostport: str, seconds: float, conns: int) -> tuple[int, in
 
 
 async def _wait_delivered(subs: list[Subscriber], expected: int, last_post: float,
-                          drain: float) -> None:
+                          drain: float, quiet: float = 5.0) -> None:
+    """Until every delivery is in; or nothing more arrived for ``quiet`` s after the last post
+    (what is missing then is lost); or ``drain`` s after the last post (a server far behind)."""
+    seen, since = -1, perf()
     while perf() < last_post + drain:
-        if sum(len(s.ids) for s in subs) >= expected:
+        got = sum(len(s.ids) for s in subs)
+        if got >= expected:
+            return
+        now = perf()
+        if got != seen:
+            seen, since = got, now
+        elif now - max(since, last_post) >= quiet:
             return
         await asyncio.sleep(0.02)
 
@@ -278,7 +317,8 @@ async def run(scenario: Scenario, hostport: str, pid: int | None,
         last = sorted(acc.last_arrival)
         out.update(
             posted=len(sent), post_errors=errors,
-            post_rate=round((len(sent) - 1) / (last_post - acc.first_sent), 1) if len(sent) > 1 else None,
+            post_rate=(round((len(sent) - 1) / (max(t for _, t in sent.values()) - acc.first_sent), 1)
+                       if len(sent) > 1 else None),
             expected=acc.expected, delivered=acc.delivered, lost=acc.lost,
             duplicates=acc.duplicates, out_of_order=acc.out_of_order, unknown_ids=acc.unknown,
             lat_p50_ms=_ms(percentile(acc.latencies, 50)), lat_p99_ms=_ms(percentile(acc.latencies, 99)),
