@@ -57,11 +57,19 @@ def _key(r: dict[str, Any]) -> tuple[Any, ...]:
             r["M"], r["R"], r["store"])
 
 
+def _fill(r: dict[str, Any]) -> dict[str, Any]:
+    """Derived fields older result files lack."""
+    if r.get("kind") == "poll" and "messages_per_answer" not in r and r.get("polls"):
+        answers = r["polls"] - r["S"]
+        r["messages_per_answer"] = round(r["delivered"] / answers, 2) if answers > 0 else None
+    return r
+
+
 def medians(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per scenario: the median of each number over its runs, and how many runs."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in results:
-        groups.setdefault(_key(r), []).append(r)
+        groups.setdefault(_key(r), []).append(_fill(r))
     out = []
     for key in sorted(groups):
         runs = groups[key]
@@ -98,6 +106,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             lo, hi = m["cpu_range"] or (None, None)
             cpu = (f"**{m['server_cpu_us_per_delivery']:.2f}** ({lo:.2f}–{hi:.2f})"
                    if lo is not None else "–")
+            if m["kind"] == "poll" and m.get("messages_per_answer"):
+                cpu += f", {m['messages_per_answer']:.1f} msg/answer"
         elif m["kind"] == "post":
             delivered = "–"
             cpu = f"{_n(m.get('server_cpu_us_per_post'), '.0f')} per post"

@@ -335,8 +335,11 @@ async def run(scenario: Scenario, hostport: str, pid: int | None,
         )
         if scenario.kind == "poll":
             polls = [s for s in subs if isinstance(s, Poller)]
-            out.update(polls=sum(p.polls for p in polls), poll_timeouts=sum(p.timeouts for p in polls),
-                       poll_resets=sum(p.resets for p in polls))
+            made = sum(p.polls for p in polls)
+            answers = made - len(polls)  # each poller's last request is still waiting
+            out.update(polls=made, poll_timeouts=sum(p.timeouts for p in polls),
+                       poll_resets=sum(p.resets for p in polls),
+                       messages_per_answer=round(acc.delivered / answers, 2) if answers > 0 else None)
     finally:
         for s in subs:
             s.close()
