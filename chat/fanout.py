@@ -11,6 +11,7 @@ A publisher never waits on any client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,10 @@ from .message import Message, chunk
 log = logging.getLogger(__name__)
 
 PING: Final = b": ping\n\n"
+# _GONE: a client that disconnects stays subscribed until its handler, cancelled by aiohttp,
+# next runs and unsubscribes. Writing to its transport meanwhile is a no-op under asyncio but
+# raises RuntimeError under uvloop; unhandled, that ended publish() part-way through the room
+# (the rest missed the message) and killed the hub's heartbeat task. Such a write is skipped.
 _PING_CHUNK: Final = chunk(PING)
 
 
@@ -222,7 +227,10 @@ class Hub:
             slow: list[Subscriber] = []
             for sub in subs:
                 if sub.direct and not sub.sink.writing_paused:
-                    sub.transport.write(chunked if sub.chunked else raw)
+                    try:
+                        sub.transport.write(chunked if sub.chunked else raw)
+                    except RuntimeError:
+                        continue  # closed under uvloop (see _GONE): nobody left to deliver to
                     written += 1
                 else:
                     sub.direct = False
@@ -273,7 +281,8 @@ class Hub:
         for subs in self._subs.values():
             for sub in subs:
                 if sub.direct and not sub.sink.writing_paused:
-                    sub.transport.write(_PING_CHUNK if sub.chunked else PING)
+                    with contextlib.suppress(RuntimeError):  # closed under uvloop: see _GONE
+                        sub.transport.write(_PING_CHUNK if sub.chunked else PING)
 
     def sweep(self, now: float) -> None:
         """Drop subscribers that accepted nothing for ``stall_timeout`` (``now`` is loop time).
