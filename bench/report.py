@@ -59,9 +59,11 @@ def _key(r: dict[str, Any]) -> tuple[Any, ...]:
 
 def _fill(r: dict[str, Any]) -> dict[str, Any]:
     """Derived fields older result files lack."""
-    if r.get("kind") == "poll" and "messages_per_answer" not in r and r.get("polls"):
+    if r.get("kind") == "poll" and r.get("polls"):
         answers = r["polls"] - r["S"]
-        r["messages_per_answer"] = round(r["delivered"] / answers, 2) if answers > 0 else None
+        if answers > 0:
+            r.setdefault("messages_per_answer", round(r["delivered"] / answers, 2))
+            r.setdefault("server_cpu_us_per_answer", round(r["server_cpu_s"] / answers * 1e6, 1))
     return r
 
 
@@ -107,7 +109,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             cpu = (f"**{m['server_cpu_us_per_delivery']:.2f}** ({lo:.2f}–{hi:.2f})"
                    if lo is not None else "–")
             if m["kind"] == "poll" and m.get("messages_per_answer"):
-                cpu += f", {m['messages_per_answer']:.1f} msg/answer"
+                cpu += (f"; {m['server_cpu_us_per_answer']:.0f} per answer of "
+                        f"{m['messages_per_answer']:.1f} msg")
         elif m["kind"] == "post":
             delivered = "–"
             cpu = f"{_n(m.get('server_cpu_us_per_post'), '.0f')} per post"

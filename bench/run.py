@@ -339,7 +339,9 @@ async def run(scenario: Scenario, hostport: str, pid: int | None,
             answers = made - len(polls)  # each poller's last request is still waiting
             out.update(polls=made, poll_timeouts=sum(p.timeouts for p in polls),
                        poll_resets=sum(p.resets for p in polls),
-                       messages_per_answer=round(acc.delivered / answers, 2) if answers > 0 else None)
+                       messages_per_answer=round(acc.delivered / answers, 2) if answers > 0 else None,
+                       server_cpu_us_per_answer=(round(d["server"] / answers * 1e6, 1)
+                                                 if answers > 0 else None))
     finally:
         for s in subs:
             s.close()
