@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final, Protocol
 
 from . import tcpinfo
+from .ids import Cursor
 from .message import Message, chunk
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,11 @@ class Subscriber:
         self.queue.put_nowait(CLOSE)
 
     async def pump(self, drain: Callable[[], Awaitable[None]],
-                   after: Message | None, count: Callable[[int], None]) -> str:
+                   after: Message | Cursor | None, count: Callable[[int], None]) -> str:
         """Write queued messages until the hub closes us; return the reason.
 
-        Messages not newer than ``after`` (the last one replayed) were already sent and are skipped.
+        Messages not newer than ``after`` (the last one replayed, or the cursor the client
+        already has) were already sent and are skipped.
         """
         queue = self.queue
         while True:
@@ -123,6 +125,10 @@ class Hub:
     def rooms(self) -> set[str]:
         """Rooms with a local stream subscriber or long-poll waiter."""
         return self._subs.keys() | self._waiters.keys()
+
+    def watching(self, room: str) -> bool:
+        """Has ``room`` a local stream subscriber or long-poll waiter?"""
+        return room in self._subs or room in self._waiters
 
     def subscribe(self, room: str, transport: asyncio.WriteTransport, sink: Sink,
                   chunked: bool) -> Subscriber:
