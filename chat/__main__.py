@@ -15,6 +15,7 @@ from aiohttp import web
 
 from .app import create_app
 from .settings import Settings
+from .store import StoreUnavailable
 
 log = logging.getLogger("chat")
 
@@ -81,6 +82,10 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--host", "host", str, "address to listen on"),
     ("--port", "port", _int_range(0, 65535), "TCP port (0: any free port)"),
     ("--store", "store", _store, "'memory' (one process) or redis://host:port/db"),
+    ("--redis-timeout", "redis_timeout", _seconds,
+     "seconds a Redis command may take before the request is answered 503"),
+    ("--redis-backoff", "redis_backoff", _seconds,
+     "longest pause between attempts to reach Redis again after losing it"),
     ("--history", "history", _int_range(1, 1_000_000), "messages kept per room for resuming"),
     ("--max-body", "max_body", _int_range(1, 1_000_000),
      "longest message body, in characters after trimming"),
@@ -165,20 +170,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     loop = _event_loop(not args.no_uvloop)
     log.info("chat %s on http://%s:%d, store %s, event loop %s", "starting", settings.host,
              settings.port, settings.store.split("@")[-1], type(loop).__module__.split(".")[0])
-    web.run_app(
-        create_app(settings), host=settings.host, port=settings.port, loop=loop,
-        # Cancel a handler when its client disconnects (the test server does this too): a
-        # long-poll whose client left must not keep its waiter until the timeout.
-        handler_cancellation=True,
-        # on_shutdown ends every stream and poll at once; this only bounds requests still running.
-        shutdown_timeout=settings.shutdown_timeout,
-        backlog=settings.backlog,
-        # Closes idle connections, and ones still dribbling their request headers (slowloris):
-        # aiohttp's timer runs from the connection's start until a whole request has arrived.
-        keepalive_timeout=settings.keepalive_timeout,
-        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
-        print=lambda text: log.info("%s", " ".join(text.replace("=", "").split())),
-    )
+    try:
+        web.run_app(
+            create_app(settings), host=settings.host, port=settings.port, loop=loop,
+            # Cancel a handler when its client disconnects (the test server does this too): a
+            # long-poll whose client left must not keep its waiter until the timeout.
+            handler_cancellation=True,
+            # on_shutdown ends every stream and poll at once; this only bounds requests still running.
+            shutdown_timeout=settings.shutdown_timeout,
+            backlog=settings.backlog,
+            # Closes idle connections, and ones still dribbling their request headers (slowloris):
+            # aiohttp's timer runs from the connection's start until a whole request has arrived.
+            keepalive_timeout=settings.keepalive_timeout,
+            access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+            print=lambda text: log.info("%s", " ".join(text.replace("=", "").split())),
+        )
+    except StoreUnavailable as exc:  # at startup: one line, not a traceback
+        log.error("%s", exc)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

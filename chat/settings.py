@@ -50,5 +50,9 @@ class Settings:
     stall_timeout: float = 15.0
     # "memory" or a redis:// URL.
     store: str = "memory"
+    # Seconds a Redis command may take; a request that would wait longer is answered 503.
+    redis_timeout: float = 2.0
+    # Longest pause between attempts to reach Redis again after losing it.
+    redis_backoff: float = 2.0
     templates_dir: Path = ROOT / "templates"
     static_dir: Path = ROOT / "static"

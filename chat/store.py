@@ -110,13 +110,13 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.store == "memory":
         store = MemoryStore(settings.history, hub, render)
     else:
-        from .redis_store import RedisStore  # type: ignore[import-not-found]  # not written yet
+        from .redis_store import RedisStore  # imported only here: redis is an optional extra
 
         store = RedisStore(settings, hub, render)
+    await store.open()  # first: if it raises, nothing below needs undoing
     app[store_key] = store
     app[metrics_key].watch(store.hub)
     pings = asyncio.create_task(hub.run(settings.ping_interval))
-    await store.open()
     try:
         yield
     finally:
