@@ -66,6 +66,7 @@ class Reader:
         self._idle: dict[str, float] = {}
         self._reading: set[str] | None = None  # rooms the XREAD in flight covers
         self._woken = False
+        self._advanced = asyncio.Event()  # set (and replaced) whenever the hub was given more
         self.wake_key = f"{PREFIX}wake:{new_epoch()}"
         self._wake_id = "0-0"
         self.connected = False
@@ -90,6 +91,21 @@ class Reader:
 
     def position(self, room: str) -> Position | None:
         return self._pos.get(room)
+
+    async def reach(self, room: str, epoch: str, stream_id: str) -> None:
+        """Wait until the hub has been given ``room`` up to ``stream_id`` of ``epoch``.
+
+        A client may hold a cursor another process's reader handed out a moment before ours
+        reads it. Once a subscriber writes straight to its socket nothing filters what the
+        hub gives it, so every message up to its cursor must reach the hub (and its queue,
+        where they are skipped) first. Untracked rooms and other epochs need no wait.
+        """
+        target = parse_stream_id(stream_id)
+        while target != (0, 0):
+            pos = self._pos.get(room)
+            if pos is None or pos[0] not in (None, epoch) or parse_stream_id(pos[1]) >= target:
+                return
+            await self._advanced.wait()
 
     def given(self, room: str, messages: list[Message]) -> list[Message]:
         """The leading ``messages`` the hub has been given; all when no local client watches."""
@@ -169,6 +185,8 @@ class Reader:
                 self._wake_id = entries[-1][0].decode()
             else:
                 self._deliver(room_of(name), entries)
+        self._advanced.set()
+        self._advanced = asyncio.Event()
 
     def _deliver(self, room: str, entries: Iterable[Any]) -> None:
         pos = self._pos.get(room)

@@ -89,18 +89,18 @@ class RedisStore:
         epoch, last, reason, base, entries = await self._call(
             self._since, room, [self._history, upto[0] or "", upto[1], c_epoch, c_id, new_epoch(),
                                 PENDING_EPOCH_TTL_MS, "since"])
-        epoch = epoch.decode()
-        await self._track(room, epoch, last.decode())
+        epoch, base = epoch.decode(), base.decode()
+        await self._track(room, epoch, last.decode(), base)
         messages = [to_message(epoch, room, sid, raw, self._render) for sid, raw in entries]
         return Since(self._reader.given(room, messages),
                      "malformed" if malformed else reason.decode() or None,
-                     format_id(epoch, parse_stream_id(base.decode())))
+                     format_id(epoch, parse_stream_id(base)))
 
     async def latest(self, room: str) -> str:
         epoch, last = await self._call(self._since, room, [
             self._history, "", "", "", "", new_epoch(), PENDING_EPOCH_TTL_MS, "latest"])
         epoch, last = epoch.decode(), last.decode()
-        await self._track(room, epoch, last)
+        await self._track(room, epoch, last, last)
         return format_id(epoch, parse_stream_id(last))
 
     async def healthy(self) -> bool:
@@ -135,9 +135,16 @@ class RedisStore:
     def _where(self) -> str:
         return self._url.split("@")[-1]
 
-    async def _track(self, room: str, epoch: str, last: str) -> None:
+    async def _track(self, room: str, epoch: str, last: str, base: str) -> None:
+        """Have the reader read ``room`` (if watched here) and reach ``base``: the subscriber
+        skips what is queued up to it, and nothing up to it may come after that."""
         if self._reader.track(room, epoch, last):
             await self._call_plain(self._reader.wake(self._redis))
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._reader.reach(room, epoch, base)
+        except TimeoutError:
+            raise StoreUnavailable("the Redis reader is not keeping up; try again") from None
 
     async def _call(self, script: Any, room: str, args: list[Any]) -> Any:
         return await self._call_plain(script(keys=[epoch_key(room), stream_key(room)], args=args))
