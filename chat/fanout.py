@@ -152,8 +152,16 @@ class Hub:
         self.deliveries += n
 
     def publish(self, message: Message) -> None:
-        """Hand ``message`` to every local subscriber and waiter of its room. Never blocks."""
+        """A message this process accepted: count it and deliver it here."""
         self.published += 1
+        self.deliver(message)
+
+    def deliver(self, message: Message) -> None:
+        """Hand ``message`` to every local subscriber and waiter of its room. Never blocks.
+
+        The memory store delivers through ``publish``; the Redis store counts what this process
+        accepted and delivers every process's messages from its reader.
+        """
         subs = self._subs.get(message.room)
         if subs:
             chunked, raw = message.sse_chunk, message.sse

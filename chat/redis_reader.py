@@ -208,7 +208,7 @@ class Reader:
                 log.error("redis reader: skipping malformed entry %r in room %s: %r",
                           stream_id, room, exc)
                 continue
-            self.hub.publish(message)
+            self.hub.deliver(message)
 
     def _forget_idle(self) -> None:
         now = time.monotonic()

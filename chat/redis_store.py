@@ -73,6 +73,7 @@ class RedisStore:
         if reply is None:
             raise StoreUnavailable("Redis ran the publish after its deadline; nothing was stored")
         epoch, stream_id = reply[0].decode(), reply[1].decode()
+        self.hub.published += 1  # accepted here; the reader delivers it, here and elsewhere
         return make_message(epoch, parse_stream_id(stream_id), room, body, name, ts, self._render)
 
     async def since(self, room: str, cursor: str | None) -> Since:
