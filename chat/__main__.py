@@ -86,6 +86,8 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
      "seconds a Redis command may take before the request is answered 503"),
     ("--redis-backoff", "redis_backoff", _seconds,
      "longest pause between attempts to reach Redis again after losing it"),
+    ("--redis-connections", "redis_connections", _int_range(1, 10_000),
+     "Redis connections per process for requests; more wait up to --redis-timeout"),
     ("--history", "history", _int_range(1, 1_000_000), "messages kept per room for resuming"),
     ("--max-body", "max_body", _int_range(1, 1_000_000),
      "longest message body, in characters after trimming"),

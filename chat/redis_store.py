@@ -20,7 +20,7 @@ import logging
 import time
 from typing import Any, Final
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError, ReadOnlyError, RedisError, TimeoutError
@@ -42,10 +42,14 @@ UNAVAILABLE: Final = (ConnectionError, TimeoutError, ReadOnlyError, OSError)
 PENDING_EPOCH_TTL_MS: Final = 3_600_000
 
 
-def connect(url: str, timeout: float, single: bool = False) -> Redis:
-    return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                          retry=Retry(NoBackoff(), 0), single_connection_client=single,
-                          client_name="chat")
+def connect(url: str, timeout: float, connections: int) -> Redis:
+    """A client whose commands fail after ``timeout`` instead of being retried, on a pool of at
+    most ``connections`` that a burst of requests waits for (up to ``timeout``) instead of
+    failing at once."""
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=connections, timeout=timeout, socket_timeout=timeout,
+        socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), client_name="chat")
+    return Redis.from_pool(pool)
 
 
 class RedisStore:
@@ -55,11 +59,11 @@ class RedisStore:
         self._history = settings.history
         self._timeout = settings.redis_timeout
         self._render = render
-        self._redis = connect(self._url, self._timeout)
+        self._redis = connect(self._url, self._timeout, settings.redis_connections)
         self._publish = self._redis.register_script(PUBLISH)
         self._since = self._redis.register_script(SINCE)
         # The reader's own connection: its XREAD BLOCK may take BLOCK_MS before any reply.
-        self._reader_redis = connect(self._url, self._timeout + BLOCK_MS / 1000, single=True)
+        self._reader_redis = connect(self._url, self._timeout + BLOCK_MS / 1000, 1)
         self._reader = Reader(self._reader_redis, self.hub, render, settings.redis_backoff)
         self._task: asyncio.Task[None] | None = None
 

@@ -54,5 +54,7 @@ class Settings:
     redis_timeout: float = 2.0
     # Longest pause between attempts to reach Redis again after losing it.
     redis_backoff: float = 2.0
+    # Redis connections per process for requests (the reader has one more of its own).
+    redis_connections: int = 50
     templates_dir: Path = ROOT / "templates"
     static_dir: Path = ROOT / "static"
