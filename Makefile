@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8888
 STORE ?= memory
+WORKERS ?= 1
 PYTEST_ARGS ?=
 
 .PHONY: install run test lint typecheck check clean
@@ -19,7 +20,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(BIN)/python -m chat --host $(HOST) --port $(PORT) --store $(STORE)
+	$(BIN)/python -m chat --host $(HOST) --port $(PORT) --store $(STORE) --workers $(WORKERS)
 
 test: install lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -82,6 +82,8 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--host", "host", str, "address to listen on"),
     ("--port", "port", _int_range(0, 65535), "TCP port (0: any free port)"),
     ("--store", "store", _store, "'memory' (one process) or redis://host:port/db"),
+    ("--workers", "workers", _int_range(1, 1024),
+     "processes serving the port, under gunicorn (more than 1 needs --store redis://...)"),
     ("--redis-timeout", "redis_timeout", _seconds,
      "seconds a Redis command may take before the request is answered 503"),
     ("--redis-backoff", "redis_backoff", _seconds,
@@ -121,6 +123,10 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
 ]
 
 
+MEMORY_WORKERS = ("--workers {} needs a shared store: the memory store keeps each room inside "
+                  "one process; add --store redis://host:port/db (or CHAT_STORE)")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # one line, exit status 2
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -149,7 +155,10 @@ def parse_settings(argv: Sequence[str] | None = None,
                         help="use asyncio's own event loop even when uvloop is installed")
     args = parser.parse_args(argv)
     values = {field: getattr(args, field) for _, field, _, _ in OPTIONS}
-    return dataclasses.replace(defaults, **values), args
+    settings = dataclasses.replace(defaults, **values)
+    if settings.workers > 1 and settings.store == "memory":
+        parser.error(MEMORY_WORKERS.format(settings.workers))
+    return settings, args
 
 
 def _event_loop(use_uvloop: bool) -> Any:
@@ -169,6 +178,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings, args = parse_settings(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.workers > 1:
+        from .worker import serve
+
+        log.info("chat starting %d workers on http://%s:%d under gunicorn, store %s",
+                 settings.workers, settings.host, settings.port, settings.store.split("@")[-1])
+        serve(settings, use_uvloop=not args.no_uvloop)
+        return
     loop = _event_loop(not args.no_uvloop)
     log.info("chat %s on http://%s:%d, store %s, event loop %s", "starting", settings.host,
              settings.port, settings.store.split("@")[-1], type(loop).__module__.split(".")[0])
