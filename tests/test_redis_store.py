@@ -129,6 +129,9 @@ async def test_every_process_delivers_every_message_once_in_order(connect: Conne
         posted = [(await (a if i % 2 else b).post(f"m{i}", room="r"))["id"] for i in range(30)]
         assert [m["id"] for m in await on_a.messages(30)] == posted
         assert [m["id"] for m in await on_b.messages(30)] == posted
+    # Each process counts what it accepted, and delivered all 30 to its own stream.
+    assert [await c.metric("chat_messages_published_total") for c in (a, b)] == [15, 15]
+    assert [await c.metric("chat_deliveries_total") for c in (a, b)] == [30, 30]
 
 
 async def test_resume_on_a_process_whose_reader_is_behind_repeats_nothing(

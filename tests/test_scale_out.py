@@ -20,7 +20,7 @@ import pytest
 from chat.redis_scripts import stream_key
 
 from .servers import RedisServer
-from .support import NO_LIMITS, XSRF, Chat, ServerProcess, zero_cursor
+from .support import NO_LIMITS, XSRF, Chat, ServerProcess, free_port, zero_cursor
 
 pytestmark = pytest.mark.redis
 
@@ -164,6 +164,15 @@ async def test_redis_stopped_and_restarted(processes: list[ServerProcess]) -> No
             assert (await s.read_event())["id"] == after["id"]
     finally:
         server.close()
+
+
+def test_unreachable_redis_at_startup_is_one_line_and_exit_1() -> None:
+    done = subprocess.run([sys.executable, "-m", "chat", "--port", "0", "--store",
+                           f"redis://127.0.0.1:{free_port()}/0", "--redis-timeout", "0.5"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "ERROR chat: cannot reach Redis at redis://127.0.0.1:" in done.stderr.splitlines()[-1]
 
 
 def test_memory_store_refuses_more_than_one_worker() -> None:
