@@ -25,7 +25,7 @@ test: install lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check chat tests bench
+	$(BIN)/ruff check chat tests $(wildcard bench)
 
 typecheck: install
 	$(BIN)/mypy
