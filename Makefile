@@ -8,7 +8,7 @@ PORT ?= 8888
 STORE ?= memory
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck check clean
+.PHONY: install run test lint typecheck check screenshot clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy
+
+screenshot: install
+	$(BIN)/python -m tests.browser.screenshot docs/chat.png
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .hypothesis
