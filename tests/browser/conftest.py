@@ -16,17 +16,9 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-from .support import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    INSTALL_HINT,
-    SERVER_ARGS,
-    Api,
-    Arrive,
-    ChatServer,
-    Person,
-    TcpProxy,
-)
+from .proxy import TcpProxy
+from .server import SERVER_ARGS, Api, ChatServer
+from .support import CHROMIUM, CHROMIUM_ARGS, INSTALL_HINT, Arrive, Person
 
 # Diagnostics shown under a failed test: (title, text producer), filled by the fixtures below.
 diagnostics_key = pytest.StashKey[list[tuple[str, Callable[[], str]]]]()

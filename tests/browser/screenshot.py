@@ -18,7 +18,8 @@ from pathlib import Path
 
 from playwright.async_api import async_playwright, expect
 
-from .support import CHROMIUM, CHROMIUM_ARGS, ROOT, SERVER_ARGS, ChatServer, Person
+from .server import ROOT, SERVER_ARGS, ChatServer
+from .support import CHROMIUM, CHROMIUM_ARGS, Person
 
 CONVERSATION = [
     ("alice", "hi bob! is the new chat server up?"),

@@ -8,7 +8,9 @@ import asyncio
 import pytest
 from playwright.async_api import expect
 
-from .support import Api, Arrive, ChatServer, TcpProxy, sse_events, until
+from .proxy import TcpProxy, sse_events
+from .server import Api, ChatServer
+from .support import Arrive, until
 
 TRANSPORTS = ["eventsource", "polling"]
 STATE = {"eventsource": "live", "polling": "polling"}

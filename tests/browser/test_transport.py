@@ -10,7 +10,9 @@ import time
 import pytest
 from playwright.async_api import Route, expect
 
-from .support import Api, Arrive, ChatServer, TcpProxy, until
+from .proxy import TcpProxy
+from .server import Api, ChatServer
+from .support import Arrive, until
 
 
 async def refuse(route: Route) -> None:
