@@ -9,7 +9,7 @@ STORE ?= memory
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck check clean
+.PHONY: install run test lint typecheck check screenshot clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,13 @@ test: install lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check chat tests bench
+	$(BIN)/ruff check chat tests $(wildcard bench)
 
 typecheck: install
 	$(BIN)/mypy
+
+screenshot: install
+	$(BIN)/python -m tests.browser.screenshot docs/chat.png
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .hypothesis

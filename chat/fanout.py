@@ -62,7 +62,8 @@ class Subscriber:
         self.stalled_since: float | None = None
 
     def write(self, data: bytes) -> None:
-        self.transport.write(chunk(data) if self.chunked else data)
+        if not self.transport.is_closing():  # uvloop raises on a closed transport
+            self.transport.write(chunk(data) if self.chunked else data)
 
     def close(self, reason: str) -> None:
         """End the subscription: whatever is queued is discarded and the handler wakes up."""
@@ -168,6 +169,10 @@ class Hub:
             written = 0
             slow: list[Subscriber] = []
             for sub in subs:
+                if sub.transport.is_closing():
+                    # The client has gone and its handler will unsubscribe it. Writing would
+                    # raise under uvloop and fail this publish for everyone after it.
+                    continue
                 if sub.direct and not sub.sink.writing_paused:
                     sub.transport.write(chunked if sub.chunked else raw)
                     written += 1
@@ -216,7 +221,7 @@ class Hub:
         """Heartbeat every caught-up subscriber (a backlogged one has data on the way already)."""
         for subs in self._subs.values():
             for sub in subs:
-                if sub.direct and not sub.sink.writing_paused:
+                if sub.direct and not sub.sink.writing_paused and not sub.transport.is_closing():
                     sub.transport.write(_PING_CHUNK if sub.chunked else PING)
 
     def sweep(self, now: float) -> None:

@@ -19,6 +19,7 @@ _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # (browsers drop tabs and newlines from URLs, so "/\t/evil" would also become "//evil", and
 # CR/LF would split the Location header). This closes the open redirect (CWE-601).
 _NEXT_RE = re.compile(r"/(?![/\\])[^\x00-\x20\x7f\\]{0,2047}")
+_LINE_BREAK = re.compile(r"\r\n?")
 
 
 async def read_form(request: web.Request) -> MultiDictProxy[str]:
@@ -54,7 +55,9 @@ def room(value: str | None) -> str:
 
 
 def body(value: str | None, settings: Settings) -> str:
-    text = (value or "").strip()
+    # Browsers submit a textarea's line breaks as CRLF (HTML form encoding, with or without
+    # script); store them as "\n", and count them as the one character the textarea showed.
+    text = _LINE_BREAK.sub("\n", value or "").strip()
     if not text:
         raise web.HTTPBadRequest(text="body is required")
     if len(text) > settings.max_body:
