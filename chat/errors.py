@@ -38,7 +38,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if not api or exc.status < 400:
             raise
         keep = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
-        return json_error(exc.status, _words(request, exc), keep)
+        response = json_error(exc.status, _words(request, exc), keep)
+        if exc.keep_alive is False:  # the error closes the connection: say so
+            response.force_close()
+        return response
     except StoreUnavailable as exc:
         log.warning("store unavailable: %s", exc)
         if api:
