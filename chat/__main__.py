@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import logs
 from .app import create_app
 from .settings import Settings
 from .store import StoreUnavailable
@@ -178,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings, args = parse_settings(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.quiet_client_errors()  # before the workers fork: they inherit it
     if settings.workers > 1:
         from .worker import serve
 
