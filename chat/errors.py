@@ -39,7 +39,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         keep = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         response = json_error(exc.status, _words(request, exc), keep)
-        if exc.keep_alive is False:  # the error closes the connection: say so
+        # An error that ends the connection (the body could not be read) must say so.
+        if exc.keep_alive is False or exc.headers.get("Connection", "").lower() == "close":
             response.force_close()
         return response
     except StoreUnavailable as exc:
