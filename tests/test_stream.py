@@ -146,7 +146,9 @@ async def test_cursor_just_before_buffer_is_still_valid(chat: Chat) -> None:
     ("zzzzzz-1", "epoch"),
     ("FUTURE", "unknown"),
     ("WRONG-SHAPE", "unknown"),
-], ids=["junk", "no-dash", "empty-is-none", "other-epoch", "future", "wrong-shape"])
+    ("LEADING-ZERO", "malformed"),
+], ids=["junk", "no-dash", "empty-is-none", "other-epoch", "future", "wrong-shape",
+        "leading-zero"])
 async def test_untrusted_cursor_resets_then_replays(chat: Chat, cursor: str,
                                                     reason: str | None) -> None:
     ids = await _three(chat)
@@ -154,6 +156,9 @@ async def test_untrusted_cursor_resets_then_replays(chat: Chat, cursor: str,
         cursor = future_cursor(ids[-1])
     elif cursor == "WRONG-SHAPE":
         cursor = wrong_shape_cursor(ids[-1])
+    elif cursor == "LEADING-ZERO":  # another spelling of the newest id: not one we issued
+        head, _, last = ids[-1].rpartition("-")
+        cursor = f"{head}-0{last}"
     if reason is None:  # an empty cursor is no cursor: live only
         async with chat.stream(last_event_id=cursor) as s:
             await s.read_bytes(len(OPENING))
