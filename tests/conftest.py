@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import hypothesis
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -23,7 +24,20 @@ from chat.settings import Settings
 from chat.store import Store
 
 from .servers import REDIS_SERVER, RedisServer
-from .support import TEST_SETTINGS, XSRF, Chat
+from .support import FUZZ_EXAMPLES, TEST_SETTINGS, XSRF, Chat
+
+# Property and fuzz tests (hypothesis). In make test: a fixed seed (derandomize) and each test's
+# small budget, a few seconds in all. CHAT_FUZZ_EXAMPLES=N (make fuzz) gives each of them N
+# examples from a random seed; a failure prints the seed and a @reproduce_failure blob.
+_COMMON: dict[str, Any] = {
+    "database": None, "deadline": None, "print_blob": True,
+    # One server (fixture) serves every example of a test, on purpose: it must keep working.
+    "suppress_health_check": [hypothesis.HealthCheck.function_scoped_fixture,
+                              hypothesis.HealthCheck.too_slow],
+}
+hypothesis.settings.register_profile("fixed", derandomize=True, **_COMMON)
+hypothesis.settings.register_profile("long", derandomize=False, **_COMMON)
+hypothesis.settings.load_profile("long" if FUZZ_EXAMPLES else "fixed")
 
 
 def need_redis() -> None:

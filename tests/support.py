@@ -23,6 +23,8 @@ from chat.keys import store_key
 from chat.settings import Settings
 
 XSRF = "test-token"
+# CHAT_FUZZ_EXAMPLES=N: every property and fuzz test runs N examples (make fuzz); 0: their own.
+FUZZ_EXAMPLES = int(os.environ.get("CHAT_FUZZ_EXAMPLES") or 0)
 TEST_SETTINGS = Settings(port=0, poll_timeout=2.0, ping_interval=30.0, retry_ms=1000,
                          post_rate=0, max_client_connections=0, max_clients=0)
 NO_LIMITS = ("--post-rate", "0", "--max-client-connections", "0", "--max-clients", "0")
@@ -252,3 +254,8 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def examples(default: int) -> int:
+    """A property or fuzz test's budget: ``default`` in make test, CHAT_FUZZ_EXAMPLES if set."""
+    return FUZZ_EXAMPLES or default
