@@ -130,7 +130,7 @@ def test_format_then_parse_gives_the_cursor_back(epoch: str, pos: tuple[int, ...
     assert parse_cursor(format_id(epoch, pos)) == Cursor(epoch, pos)
 
 
-@budget(max_examples=examples(300))
+@budget(max_examples=examples(200))
 @given(text=cursors)
 @example("k3v9x0qa2b-17")
 @example("k3v9x0qa2b-017")  # leading zero: another spelling of -17, so not an id
@@ -154,7 +154,7 @@ render = message_renderer(_renderer_app)
 any_text = st.text(st.characters(codec=None)) | texts  # codec=None: unpaired surrogates too
 
 
-@budget(max_examples=examples(300))
+@budget(max_examples=examples(200))
 @given(body=any_text, name=st.none() | any_text,
        room=st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True),
        pos=st.integers(1, 10**19 - 1), ts=st.floats(0, 4e9))
