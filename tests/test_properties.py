@@ -31,7 +31,15 @@ from chat.settings import Settings
 from chat.stream import opening
 from chat.templating import message_renderer, setup_templating
 
-from .support import XSRF, Chat, examples, with_settings
+from .support import (
+    XSRF,
+    Chat,
+    examples,
+    future_cursor,
+    with_settings,
+    wrong_shape_cursor,
+    zero_cursor,
+)
 
 OPENING = opening(1000)
 MAX_BODY, MAX_NAME = 40, 12
@@ -281,35 +289,49 @@ async def test_an_unpaired_surrogate_is_refused_however_it_is_spelled(
 
 
 # ---- any cursor: a resume, or a reset that never echoes it; never a 500 ------------------------
+# A room holding one message, ``first``: its id is one position (memory) or two (Redis), and the
+# cursor before it is all zeros. Cursors of its epoch are drawn from those two, the ones beyond it
+# (never issued), the other store's shape and another spelling; any other text is foreign.
 
-def _positions(cursor: str, epoch: str) -> tuple[int, ...] | None:
-    """The positions of ``cursor`` when it is an id of ``epoch``."""
-    if not is_id(cursor) or cursor.split("-")[0] != epoch:
-        return None
-    return tuple(int(p) for p in cursor.split("-")[1:])
-
-
-def _reset(reason: str, epoch: str) -> bytes:
-    return b'id: %s-0\nevent: reset\ndata: {"reason": "%s"}\n\n' % (epoch.encode(),
-                                                                    reason.encode())
+def _split(cursor: str) -> tuple[str, tuple[int, ...]]:
+    epoch, *positions = cursor.split("-")
+    return epoch, tuple(map(int, positions))
 
 
-def expected_stream_start(cursor: str | None, epoch: str, first: bytes) -> bytes:
-    """What a stream of a room holding one message (``first``, position 1) sends before new ones."""
+def _reset(reason: str, first_id: str) -> bytes:
+    return b'id: %s\nevent: reset\ndata: {"reason": "%s"}\n\n' % (
+        zero_cursor(first_id).encode(), reason.encode())
+
+
+def verdict(cursor: str, first_id: str) -> str:
+    """What the contract says a cursor means for the room: "resume" (from before ``first``),
+    "newest" (nothing to send yet), or the reason of the reset."""
+    if not is_id(cursor):
+        return "malformed"
+    epoch, positions = _split(cursor)
+    first_epoch, first = _split(first_id)
+    if epoch != first_epoch:
+        return "epoch"
+    if positions == (0,) * len(first):
+        return "resume"
+    if positions == first:
+        return "newest"
+    assert len(positions) != len(first) or positions > first, "not drawn: between ids of Redis"
+    return "unknown"
+
+
+def expected_stream_start(cursor: str | None, first: dict[str, Any]) -> bytes:
+    """What a stream of the room sends before any new message."""
     if not cursor:
         return OPENING
     if cursor == "earliest":
-        return OPENING + first
-    if not is_id(cursor):
-        return OPENING + _reset("malformed", epoch) + first
-    positions = _positions(cursor, epoch)
-    if positions is None:
-        return OPENING + _reset("epoch", epoch) + first
-    if positions == (0,):
-        return OPENING + first
-    if positions == (1,):
+        return OPENING + frame_of(first)
+    meaning = verdict(cursor, first["id"])
+    if meaning == "newest":
         return OPENING
-    return OPENING + _reset("unknown", epoch) + first
+    if meaning == "resume":
+        return OPENING + frame_of(first)
+    return OPENING + _reset(meaning, first["id"]) + frame_of(first)
 
 
 def frame_of(message: dict[str, Any]) -> bytes:
@@ -318,9 +340,15 @@ def frame_of(message: dict[str, Any]) -> bytes:
     return b"id: %s\nevent: message\ndata: %s\n\n" % (message["id"].encode(), data)
 
 
-def our_ids(epoch: str) -> st.SearchStrategy[str]:
-    """Ids of the room's epoch: before its one message, at it, or never issued."""
-    return st.one_of(st.sampled_from([f"{epoch}-0", f"{epoch}-1", ""]), valid_ids(st.just(epoch)))
+def our_ids(first_id: str) -> st.SearchStrategy[str]:
+    """Cursors of the room's epoch: before its message, at it, beyond it, or in a wrong shape."""
+    head, _, last = first_id.rpartition("-")
+    epoch, positions = _split(first_id)
+    beyond = st.integers(1, 10**6).map(
+        lambda k: format_id(epoch, (positions[0] + k, *positions[1:])))
+    return st.one_of(st.sampled_from([
+        zero_cursor(first_id), first_id, future_cursor(first_id), wrong_shape_cursor(first_id),
+        f"{head}-0{last}", ""]), beyond)
 
 
 header_safe = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30)
@@ -332,25 +360,23 @@ async def test_any_cursor_resumes_or_resets_and_is_never_echoed(chat: Chat, data
                                                                 in_header: bool) -> None:
     room = fresh_room()
     first = await chat.post("first", room=room)
-    epoch = first["id"].split("-")[0]
-    cursor = data.draw(st.one_of(our_ids(epoch), our_ids(epoch), st.just("earliest"),
+    cursor = data.draw(st.one_of(our_ids(first["id"]), our_ids(first["id"]), st.just("earliest"),
                                  header_safe if in_header else cursors), label="cursor")
-    first_frame = frame_of(first)
+    zero = zero_cursor(first["id"])
     if in_header:  # the header wins over the query, and HTTP strips its surrounding blanks
-        stream = chat.stream(room=room, last_event_id=f"{epoch}-0",
-                             headers={"Last-Event-ID": cursor})
-        sent: str | None = cursor.strip(" \t") or f"{epoch}-0"
+        stream = chat.stream(room=room, last_event_id=zero, headers={"Last-Event-ID": cursor})
+        sent: str | None = cursor.strip(" \t") or zero
     else:
         stream = chat.stream(room=room, last_event_id=cursor)
         sent = cursor
-    want = expected_stream_start(sent, epoch, first_frame)
+    want = expected_stream_start(sent, first)
     event("reset" if b"event: reset" in want else "resume" if want != OPENING else "live only")
     async with stream:
         assert stream.response is not None and stream.response.status == 200
-        assert await stream.read_bytes(len(want)) == want
+        assert await stream.read_bytes(len(want), timeout=2) == want
         # Nothing else came in between: the next bytes are the next message's frame.
         live = await chat.post("live", room=room)
-        assert await stream.read_frame() == frame_of(live)
+        assert await stream.read_frame(timeout=2) == frame_of(live)
 
 
 @budget(max_examples=examples(100))
@@ -359,22 +385,19 @@ async def test_any_long_poll_cursor_gets_the_news_or_a_reset(chat: Chat,
                                                              data: st.DataObject) -> None:
     room = fresh_room()
     first = await chat.post("first", room=room)
-    epoch = first["id"].split("-")[0]
-    cursor = data.draw(st.one_of(our_ids(epoch), our_ids(epoch), cursors), label="cursor")
-    positions = _positions(cursor, epoch)
-    if positions == (1,):  # the newest: waits for the next message
-        event("waits")
+    cursor = data.draw(st.one_of(our_ids(first["id"]), our_ids(first["id"]), cursors),
+                       label="cursor")
+    meaning = verdict(cursor, first["id"]) if cursor else "resume"
+    event(meaning)
+    if meaning == "newest":  # waits for the next message
         waiting = asyncio.create_task(chat.poll(room=room, cursor=cursor))
         await chat.until_metric("chat_poll_waiters", 1)
         second = await chat.post("second", room=room)
-        assert await waiting == {"messages": [second]}
-        return
-    reply = await chat.poll(room=room, cursor=cursor)
-    event("reset" if "reset" in reply else "news")
-    if not cursor or positions == (0,):
-        assert reply == {"messages": [first]}
+        assert await asyncio.wait_for(waiting, 2) == {"messages": [second]}
+    elif meaning == "resume":
+        assert await chat.poll(room=room, cursor=cursor) == {"messages": [first]}
     else:
-        assert reply == {"messages": [first], "reset": True}
+        assert await chat.poll(room=room, cursor=cursor) == {"messages": [first], "reset": True}
 
 
 # ---- any form: never a 500, and stored only when accepted -------------------------------------
