@@ -14,8 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
+from . import logs
 from .app import create_app
 from .settings import Settings
+from .store import StoreUnavailable
 
 log = logging.getLogger("chat")
 
@@ -82,6 +84,14 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--host", "host", str, "address to listen on"),
     ("--port", "port", _int_range(0, 65535), "TCP port (0: any free port)"),
     ("--store", "store", _store, "'memory' (one process) or redis://host:port/db"),
+    ("--workers", "workers", _int_range(1, 1024),
+     "processes serving the port, under gunicorn (more than 1 needs --store redis://...)"),
+    ("--redis-timeout", "redis_timeout", _seconds,
+     "seconds a Redis command may take before the request is answered 503"),
+    ("--redis-backoff", "redis_backoff", _seconds,
+     "longest pause between attempts to reach Redis again after losing it"),
+    ("--redis-connections", "redis_connections", _int_range(1, 10_000),
+     "Redis connections per process for requests; more wait up to --redis-timeout"),
     ("--history", "history", _int_range(1, 1_000_000), "messages kept per room for resuming"),
     ("--max-body", "max_body", _int_range(1, 1_000_000),
      "longest message body, in characters after trimming"),
@@ -115,6 +125,10 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
 ]
 
 
+MEMORY_WORKERS = ("--workers {} needs a shared store: the memory store keeps each room inside "
+                  "one process; add --store redis://host:port/db (or CHAT_STORE)")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # one line, exit status 2
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -143,7 +157,10 @@ def parse_settings(argv: Sequence[str] | None = None,
                         help="use asyncio's own event loop even when uvloop is installed")
     args = parser.parse_args(argv)
     values = {field: getattr(args, field) for _, field, _, _ in OPTIONS}
-    return dataclasses.replace(defaults, **values), args
+    settings = dataclasses.replace(defaults, **values)
+    if settings.workers > 1 and settings.store == "memory":
+        parser.error(MEMORY_WORKERS.format(settings.workers))
+    return settings, args
 
 
 def _event_loop(use_uvloop: bool) -> Any:
@@ -167,7 +184,7 @@ def _event_loop(use_uvloop: bool) -> Any:
 GC_THRESHOLD = (50_000, 20, 20)
 
 
-async def _tune_gc(app: web.Application) -> None:
+async def tune_gc(app: web.Application) -> None:
     """After startup: what startup made lives for good, so no collection has to walk it again."""
     gc.collect()
     gc.freeze()
@@ -178,25 +195,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings, args = parse_settings(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.quiet_client_errors()  # before the workers fork: they inherit it
+    if settings.workers > 1:
+        from .worker import serve
+
+        log.info("chat starting %d workers on http://%s:%d under gunicorn, store %s",
+                 settings.workers, settings.host, settings.port, settings.store.split("@")[-1])
+        serve(settings, use_uvloop=not args.no_uvloop)
+        return
     loop = _event_loop(not args.no_uvloop)
     log.info("chat %s on http://%s:%d, store %s, event loop %s", "starting", settings.host,
              settings.port, settings.store.split("@")[-1], type(loop).__module__.split(".")[0])
     app = create_app(settings)
-    app.on_startup.append(_tune_gc)  # the process's own setting, so here and not in create_app
-    web.run_app(
-        app, host=settings.host, port=settings.port, loop=loop,
-        # Cancel a handler when its client disconnects (the test server does this too): a
-        # long-poll whose client left must not keep its waiter until the timeout.
-        handler_cancellation=True,
-        # on_shutdown ends every stream and poll at once; this only bounds requests still running.
-        shutdown_timeout=settings.shutdown_timeout,
-        backlog=settings.backlog,
-        # Closes idle connections, and ones still dribbling their request headers (slowloris):
-        # aiohttp's timer runs from the connection's start until a whole request has arrived.
-        keepalive_timeout=settings.keepalive_timeout,
-        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
-        print=lambda text: log.info("%s", " ".join(text.replace("=", "").split())),
-    )
+    app.on_startup.append(tune_gc)  # the process's own setting, so here and not in create_app
+    try:
+        web.run_app(
+            app, host=settings.host, port=settings.port, loop=loop,
+            # Cancel a handler when its client disconnects (the test server does this too): a
+            # long-poll whose client left must not keep its waiter until the timeout.
+            handler_cancellation=True,
+            # on_shutdown ends every stream and poll at once; this only bounds requests still running.
+            shutdown_timeout=settings.shutdown_timeout,
+            backlog=settings.backlog,
+            # Closes idle connections, and ones still dribbling their request headers (slowloris):
+            # aiohttp's timer runs from the connection's start until a whole request has arrived.
+            keepalive_timeout=settings.keepalive_timeout,
+            access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+            print=lambda text: log.info("%s", " ".join(text.replace("=", "").split())),
+        )
+    except StoreUnavailable as exc:  # at startup: one line, not a traceback
+        log.error("%s", exc)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -38,7 +38,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if not api or exc.status < 400:
             raise
         keep = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
-        return json_error(exc.status, _words(request, exc), keep)
+        response = json_error(exc.status, _words(request, exc), keep)
+        # An error that ends the connection (the body could not be read) must say so.
+        if exc.keep_alive is False or exc.headers.get("Connection", "").lower() == "close":
+            response.force_close()
+        return response
     except StoreUnavailable as exc:
         log.warning("store unavailable: %s", exc)
         if api:

@@ -11,22 +11,18 @@ A publisher never waits on any client.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Final, Generic, Protocol, TypeVar
 
 from . import tcpinfo
+from .ids import Cursor
 from .message import Message, chunk
 
 log = logging.getLogger(__name__)
 
 PING: Final = b": ping\n\n"
-# _GONE: a client that disconnects stays subscribed until its handler, cancelled by aiohttp,
-# next runs and unsubscribes. Writing to its transport meanwhile is a no-op under asyncio but
-# raises RuntimeError under uvloop; unhandled, that ended publish() part-way through the room
-# (the rest missed the message) and killed the hub's heartbeat task. Such a write is skipped.
 _PING_CHUNK: Final = chunk(PING)
 
 
@@ -115,7 +111,8 @@ class Subscriber:
         self.stalled_since: float | None = None
 
     def write(self, data: bytes) -> None:
-        self.transport.write(chunk(data) if self.chunked else data)
+        if not self.transport.is_closing():  # uvloop raises on a closed transport
+            self.transport.write(chunk(data) if self.chunked else data)
 
     def close(self, reason: str) -> None:
         """End the subscription: whatever is queued is discarded and the handler wakes up."""
@@ -126,10 +123,11 @@ class Subscriber:
         self.queue.put_nowait(CLOSE)
 
     async def pump(self, drain: Callable[[], Awaitable[None]],
-                   after: Message | None, count: Callable[[int], None]) -> str:
+                   after: Message | Cursor | None, count: Callable[[int], None]) -> str:
         """Write queued messages until the hub closes us; return the reason.
 
-        Messages not newer than ``after`` (the last one replayed) were already sent and are skipped.
+        Messages not newer than ``after`` (the last one replayed, or the cursor the client
+        already has) were already sent and are skipped.
         """
         queue = self.queue
         while True:
@@ -165,9 +163,6 @@ class Hub:
         self.deliveries = 0
         self.dropped: Counter[str] = Counter()  # stream clients the hub disconnected, by reason
         self.closed = False
-        # Messages given to the hub per room: a poll that finds nothing notices one that arrived
-        # while it was looking, without registering a waiter first.
-        self._given: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -178,9 +173,6 @@ class Hub:
             loop = self._loop = asyncio.get_running_loop()
         return loop
 
-    def given(self, room: str) -> int:
-        """How many messages of ``room`` the hub has been given so far."""
-        return self._given.get(room, 0)
 
     @property
     def slow_dropped(self) -> int:
@@ -193,6 +185,10 @@ class Hub:
     def rooms(self) -> set[str]:
         """Rooms with a local stream subscriber or long-poll waiter."""
         return self._subs.keys() | self._waiters.keys()
+
+    def watching(self, room: str) -> bool:
+        """Has ``room`` a local stream subscriber or long-poll waiter?"""
+        return room in self._subs or room in self._waiters
 
     def subscribe(self, room: str, transport: asyncio.WriteTransport, sink: Sink,
                   chunked: bool) -> Subscriber:
@@ -216,21 +212,29 @@ class Hub:
         self.deliveries += n
 
     def publish(self, message: Message) -> None:
-        """Hand ``message`` to every local subscriber and waiter of its room. Never blocks."""
+        """A message this process accepted: count it and deliver it here."""
         self.published += 1
+        self.deliver(message)
+
+    def deliver(self, message: Message) -> None:
+        """Hand ``message`` to every local subscriber and waiter of its room. Never blocks.
+
+        The memory store delivers through ``publish``; the Redis store counts what this process
+        accepted and delivers every process's messages from its reader.
+        """
         room = message.room
-        self._given[room] = self._given.get(room, 0) + 1
         subs = self._subs.get(room)
         if subs:
             chunked, raw = message.sse_chunk, message.sse
             written = 0
             slow: list[Subscriber] = []
             for sub in subs:
+                if sub.transport.is_closing():
+                    # The client has gone and its handler will unsubscribe it. Writing would
+                    # raise under uvloop and fail this publish for everyone after it.
+                    continue
                 if sub.direct and not sub.sink.writing_paused:
-                    try:
-                        sub.transport.write(chunked if sub.chunked else raw)
-                    except RuntimeError:
-                        continue  # closed under uvloop (see _GONE): nobody left to deliver to
+                    sub.transport.write(chunked if sub.chunked else raw)
                     written += 1
                 else:
                     sub.direct = False
@@ -280,9 +284,8 @@ class Hub:
         """Heartbeat every caught-up subscriber (a backlogged one has data on the way already)."""
         for subs in self._subs.values():
             for sub in subs:
-                if sub.direct and not sub.sink.writing_paused:
-                    with contextlib.suppress(RuntimeError):  # closed under uvloop: see _GONE
-                        sub.transport.write(_PING_CHUNK if sub.chunked else PING)
+                if sub.direct and not sub.sink.writing_paused and not sub.transport.is_closing():
+                    sub.transport.write(_PING_CHUNK if sub.chunked else PING)
 
     def sweep(self, now: float) -> None:
         """Drop subscribers that accepted nothing for ``stall_timeout`` (``now`` is loop time).

@@ -14,7 +14,8 @@ from typing import NamedTuple
 
 EARLIEST = "earliest"
 _EPOCH_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
-_ID_RE = re.compile(r"([a-z0-9]{1,16})-([0-9]{1,19})(?:-([0-9]{1,19}))?")
+# Positions are written without leading zeros, so every cursor has exactly one spelling.
+_ID_RE = re.compile(r"([a-z0-9]{1,16})-(0|[1-9][0-9]{0,18})(?:-(0|[1-9][0-9]{0,18}))?")
 
 
 class Cursor(NamedTuple):
@@ -32,7 +33,7 @@ def format_id(epoch: str, pos: tuple[int, ...]) -> str:
 
 
 def parse_cursor(value: str) -> Cursor | None:
-    """The cursor in ``value``, or None when it is not an id at all (malformed)."""
+    """The cursor in ``value``, or None when it is not an id as ``format_id`` writes one (malformed)."""
     m = _ID_RE.fullmatch(value)
     if m is None:
         return None

@@ -1,4 +1,4 @@
-"""Every typed application key, in one place.
+"""Every typed application and request key, in one place.
 
 The types are imported for the type checker only, so any module can import its keys without
 an import cycle.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from multidict import MultiDictProxy
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -20,3 +21,6 @@ settings_key: web.AppKey[Settings] = web.AppKey("settings_key")
 store_key: web.AppKey[Store] = web.AppKey("store_key")
 metrics_key: web.AppKey[Metrics] = web.AppKey("metrics_key")
 limits_key: web.AppKey[Limits] = web.AppKey("limits_key")
+
+# The request's parsed form: read once, by the XSRF check or the handler, whichever comes first.
+form_key: web.RequestKey[MultiDictProxy[str]] = web.RequestKey("form_key")

@@ -23,20 +23,20 @@ async def updates(request: web.Request) -> web.Response:
     loop = hub.loop
     deadline = loop.time() + app[settings_key].poll_timeout
     while not hub.closed:
-        given = hub.given(room)
-        since = await store.since(room, cursor)
-        if since.messages:
-            hub.count(len(since.messages))
-            return _json(poll_body(since.messages, since.reset is not None))
-        if hub.given(room) != given:
-            continue  # a message reached the hub while we looked: look again
-        # Nothing newer, and no await since we looked: whatever comes next wakes this waiter.
+        # Wait first, then look: a message stored while we look still wakes us, and the room
+        # is watched while we look (the Redis store reads only rooms someone here watches).
         woken = hub.wait(room)
-        timer = loop.call_at(deadline, _expire, woken)  # one timer handle, not asyncio.timeout()
         try:
-            await woken
+            since = await store.since(room, cursor)
+            if since.messages:
+                hub.count(len(since.messages))
+                return _json(poll_body(since.messages, since.reset is not None))
+            timer = loop.call_at(deadline, _expire, woken)  # one timer, not asyncio.timeout()
+            try:
+                await woken
+            finally:
+                timer.cancel()
         finally:
-            timer.cancel()
             timed_out = hub.unwait(room, woken)  # still registered: no message, the timer woke us
         if timed_out:
             break

@@ -40,7 +40,7 @@ class ChatCollector(Collector):
                                 value=hub.stream_clients)
         yield GaugeMetricFamily("chat_poll_waiters", "Long-poll requests waiting for a message.",
                                 value=hub.poll_waiters)
-        yield CounterMetricFamily("chat_messages_published", "Messages this process fanned out.",
+        yield CounterMetricFamily("chat_messages_published", "Messages this process accepted.",
                                   value=hub.published)
         yield CounterMetricFamily("chat_deliveries", "Messages written to stream or poll clients.",
                                   value=hub.deliveries)

@@ -50,5 +50,13 @@ class Settings:
     stall_timeout: float = 15.0
     # "memory" or a redis:// URL.
     store: str = "memory"
+    # Processes serving the port (under gunicorn); more than one needs a shared store (Redis).
+    workers: int = 1
+    # Seconds a Redis command may take; a request that would wait longer is answered 503.
+    redis_timeout: float = 2.0
+    # Longest pause between attempts to reach Redis again after losing it.
+    redis_backoff: float = 2.0
+    # Redis connections per process for requests (the reader has one more of its own).
+    redis_connections: int = 50
     templates_dir: Path = ROOT / "templates"
     static_dir: Path = ROOT / "static"

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from .buffer import RoomBuffer, Since
 from .fanout import Hub
-from .ids import new_epoch, parse_cursor
+from .ids import format_id, new_epoch, parse_cursor
 from .keys import metrics_key, settings_key, store_key
 from .message import Message, Renderer, make_message
 from .templating import message_renderer
@@ -37,6 +37,14 @@ class Store(Protocol):
 
     async def since(self, room: str, cursor: str | None) -> Since:
         """Messages after ``cursor`` (None: all held), or all held ones with a reset reason."""
+
+    async def latest(self, room: str) -> str:
+        """A cursor at the room's newest message (its base when empty), for a live-only subscriber.
+
+        Like ``since``, it is called after subscribing: every message after the returned cursor
+        reaches the hub; ones up to it may reach it too (another process's reader is ahead of
+        ours) and are skipped by the subscriber.
+        """
 
     async def healthy(self) -> bool: ...
 
@@ -82,6 +90,10 @@ class MemoryStore:
             return buf.since(None)._replace(reset="malformed")
         return buf.since(parsed)
 
+    async def latest(self, room: str) -> str:
+        buf = self._rooms.get(room)
+        return format_id(self.epoch, (buf.last if buf is not None else 0,))
+
     async def healthy(self) -> bool:
         return True
 
@@ -101,13 +113,13 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.store == "memory":
         store = MemoryStore(settings.history, hub, render)
     else:
-        from .redis_store import RedisStore  # type: ignore[import-not-found]  # not written yet
+        from .redis_store import RedisStore  # imported only here: redis is an optional extra
 
         store = RedisStore(settings, hub, render)
+    await store.open()  # first: if it raises, nothing below needs undoing
     app[store_key] = store
     app[metrics_key].watch(store.hub)
     pings = asyncio.create_task(hub.run(settings.ping_interval))
-    await store.open()
     try:
         yield
     finally:

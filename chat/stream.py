@@ -16,8 +16,9 @@ from aiohttp import web
 
 from . import forms
 from .buffer import Since
-from .ids import EARLIEST
+from .ids import EARLIEST, Cursor, parse_cursor
 from .keys import settings_key, store_key
+from .message import Message
 
 HEADERS = {
     "Content-Type": "text/event-stream",
@@ -67,28 +68,34 @@ async def stream(request: web.Request) -> web.StreamResponse:
     store = request.app[store_key]
     hub = store.hub
 
-    response = web.StreamResponse(headers=HEADERS)
-    await response.prepare(request)
     transport = request.transport
     if transport is None:  # the client left before we could start
-        return response
+        return web.Response()
     limit_unacknowledged(transport, 2 * settings.stall_timeout)
     # Subscribe before reading the history: whatever is published meanwhile waits in the queue.
     sub = hub.subscribe(room, transport, request.protocol, chunked=request.version >= (1, 1))
     try:
+        # Ask the store before sending any header: if it is unreachable, the client gets a 503.
         frames = [opening(settings.retry_ms)]
-        last = None
-        if cursor is not None:
+        after: Message | Cursor | None
+        if cursor is None:
+            # Live only: queued messages up to the newest one now are not for this client.
+            after = parse_cursor(await store.latest(room))
+        else:
             since = await store.since(room, None if cursor == EARLIEST else cursor)
             if since.reset is not None:
                 frames.append(reset_frame(since))
             frames.extend(m.sse for m in since.messages)
             hub.count(len(since.messages))
-            last = since.messages[-1] if since.messages else None
+            # Queued messages up to the last one replayed, or to the cursor the client already
+            # has, are not sent again (with Redis another process's reader may be ahead of ours).
+            after = since.messages[-1] if since.messages else parse_cursor(since.base)
+        response = web.StreamResponse(headers=HEADERS)
+        await response.prepare(request)
         # The opening (with the headers) goes through aiohttp's writer; after it, the hub writes
         # frames to the transport itself, chunked exactly as aiohttp would.
         await response.write(b"".join(frames))
-        reason = await sub.pump(request.writer.drain, last, hub.count)
+        reason = await sub.pump(request.writer.drain, after, hub.count)
     finally:
         hub.unsubscribe(sub)
     if reason == "slow":  # the hub has aborted the connection; there is nothing left to end

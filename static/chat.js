@@ -27,6 +27,7 @@
   function setStatus(state) {
     statusEl.textContent = state;
     statusEl.dataset.state = state;
+    statusEl.hidden = false;                 // the page renders it hidden for browsers without script
     root.dataset.state = state;
   }
 
@@ -82,20 +83,28 @@
 
   // ---- transport: EventSource ----------------------------------------------------------------
   var source = null;
+  var streaming = false;                     // EventSource is this page's transport
+  var streamWorked = false;                  // some stream has opened on this page
   var streamBackoff = new Backoff(1000, 30000);
 
   function startStream() {
+    streaming = true;
     var opened = false;
     var url = streamUrl + "?room=" + encodeURIComponent(room) +
               "&last_event_id=" + encodeURIComponent(cursor);
     var es = new EventSource(url);
     source = es;
+    // A proxy that buffers the response never lets a stream open. Once a stream has opened on
+    // this page, a slow reconnect (the network just came back) is not that: keep trying.
     var openTimer = setTimeout(function () {
-      if (!opened && source === es) fallBack("no stream opened within " + OPEN_TIMEOUT + " ms");
+      if (!opened && !streamWorked && source === es) {
+        fallBack("no stream opened within " + OPEN_TIMEOUT + " ms");
+      }
     }, OPEN_TIMEOUT);
 
     es.onopen = function () {
       opened = true;
+      streamWorked = true;
       clearTimeout(openTimer);
       streamBackoff.reset();
       setStatus("live");
@@ -128,6 +137,7 @@
   }
 
   function fallBack(why) {
+    streaming = false;
     if (source) { source.close(); source = null; }
     try { sessionStorage.setItem(FALLBACK_KEY, "poll"); } catch (e) { /* storage disabled */ }
     if (window.console) console.info("chat: long-polling, because " + why);
@@ -249,13 +259,30 @@
   });
 
   // ---- connectivity ---------------------------------------------------------------------------
-  window.addEventListener("offline", function () { setStatus("offline"); });
+  // Offline, an open connection is dead or soon will be, yet the browser may leave it hanging
+  // until TCP gives up (Chromium's offline mode never breaks it). Drop it now; once back online,
+  // resume at once from the cursor instead of waiting for a timeout or a backoff.
+  window.addEventListener("offline", function () {
+    if (source) { source.close(); source = null; }
+    if (pollAbort) pollAbort.abort();
+    setStatus("offline");
+  });
   window.addEventListener("online", function () {
-    if (wakeFromBackoff) wakeFromBackoff();          // poll again now, not after the backoff
-    if (source && source.readyState === EventSource.CLOSED) startStream();
+    streamBackoff.reset();
+    pollBackoff.reset();
+    if (streaming) {
+      if (!source || source.readyState === EventSource.CLOSED) {
+        setStatus("connecting");
+        startStream();
+      }
+    } else if (polling) {
+      setStatus("polling");                          // a failed poll sets it back at once
+      if (wakeFromBackoff) wakeFromBackoff();        // poll again now, not after the backoff
+    }
   });
   window.addEventListener("pagehide", function () {
     polling = false;
+    streaming = false;
     if (source) { source.close(); source = null; }
     if (pollAbort) pollAbort.abort();
   });

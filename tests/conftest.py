@@ -1,9 +1,18 @@
-"""Fixtures: short-timeout settings, a real test server, and helpers that speak the protocol."""
+"""Fixtures: short-timeout settings, a real test server, and helpers that speak the protocol.
+
+Every test that uses ``app`` (so ``client``, ``chat``, ``store``) runs once per store: the
+memory store and the Redis store on a real redis-server that the session starts on a free
+port. Without redis-server the Redis runs are skipped, unless CHAT_REQUIRE_REDIS=1 (CI).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from collections.abc import Iterator
 from typing import Any
 
+import hypothesis
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -14,7 +23,53 @@ from chat.keys import store_key
 from chat.settings import Settings
 from chat.store import Store
 
-from .support import TEST_SETTINGS, XSRF, Chat
+from .servers import REDIS_SERVER, RedisServer
+from .support import FUZZ_EXAMPLES, TEST_SETTINGS, XSRF, Chat
+
+# Property and fuzz tests (hypothesis). In make test: a fixed seed (derandomize) and each test's
+# small budget, a few seconds in all. CHAT_FUZZ_EXAMPLES=N (make fuzz) gives each of them N
+# examples from a random seed; a failure prints the seed and a @reproduce_failure blob.
+_COMMON: dict[str, Any] = {
+    "database": None, "deadline": None, "print_blob": True,
+    # One server (fixture) serves every example of a test, on purpose: it must keep working.
+    "suppress_health_check": [hypothesis.HealthCheck.function_scoped_fixture,
+                              hypothesis.HealthCheck.too_slow],
+}
+hypothesis.settings.register_profile("fixed", derandomize=True, **_COMMON)
+hypothesis.settings.register_profile("long", derandomize=False, **_COMMON)
+hypothesis.settings.load_profile("long" if FUZZ_EXAMPLES else "fixed")
+
+
+def need_redis() -> None:
+    if REDIS_SERVER is None:
+        if os.environ.get("CHAT_REQUIRE_REDIS") == "1":
+            pytest.fail("CHAT_REQUIRE_REDIS=1 but redis-server is not on PATH")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the session (no persistence, a free port)."""
+    need_redis()
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    redis_server.flushall()
+    return redis_server.url
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """``Settings.store`` for this run: each app-level test runs on both stores."""
+    if request.param == "memory":
+        return "memory"
+    url: str = request.getfixturevalue("redis_url")
+    return url
 
 
 @pytest.fixture
@@ -25,8 +80,8 @@ def settings() -> Settings:
 
 
 @pytest.fixture
-async def app(settings: Settings) -> web.Application:
-    return create_app(settings)
+async def app(settings: Settings, store_url: str) -> web.Application:
+    return create_app(dataclasses.replace(settings, store=store_url))
 
 
 @pytest.fixture
@@ -39,8 +94,6 @@ async def client(aiohttp_client: AiohttpClient, app: web.Application) -> TestCli
 @pytest.fixture
 def store(client: TestClient[Any, Any]) -> Store:
     return client.server.app[store_key]
-
-
 
 
 @pytest.fixture

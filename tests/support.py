@@ -23,6 +23,8 @@ from chat.keys import store_key
 from chat.settings import Settings
 
 XSRF = "test-token"
+# CHAT_FUZZ_EXAMPLES=N: every property and fuzz test runs N examples (make fuzz); 0: their own.
+FUZZ_EXAMPLES = int(os.environ.get("CHAT_FUZZ_EXAMPLES") or 0)
 TEST_SETTINGS = Settings(port=0, poll_timeout=2.0, ping_interval=30.0, retry_ms=1000,
                          post_rate=0, max_client_connections=0, max_clients=0)
 NO_LIMITS = ("--post-rate", "0", "--max-client-connections", "0", "--max-clients", "0")
@@ -152,6 +154,31 @@ def parse_frame(frame: bytes) -> dict[str, Any]:
     return fields
 
 
+def position(message_id: str) -> tuple[int, ...]:
+    """An id's position as numbers: ids of one epoch increase in this order, whatever the store
+    (memory ``k3v9x0qa2b-17``, Redis ``k3v9x0qa2b-1795770403829-0``)."""
+    return tuple(int(part) for part in message_id.split("-")[1:])
+
+
+def zero_cursor(message_id: str) -> str:
+    """The cursor before the first message of ``message_id``'s history (memory ``E-0``, Redis ``E-0-0``):
+    the base of a room whose every message is still held."""
+    epoch, *pos = message_id.split("-")
+    return "-".join([epoch, *("0" for _ in pos)])
+
+
+def future_cursor(message_id: str) -> str:
+    """A well-formed cursor of the same epoch beyond ``message_id``: never issued."""
+    head, _, last = message_id.rpartition("-")
+    return f"{head}-{int(last) + 1000}"
+
+
+def wrong_shape_cursor(message_id: str) -> str:
+    """A cursor of the same epoch with the other store's shape (one position number or two)."""
+    epoch, *pos = message_id.split("-")
+    return f"{epoch}-1" if len(pos) == 2 else f"{epoch}-1-0"
+
+
 async def until(probe: Callable[[], Any], value: Any, timeout: float = 5.0) -> None:
     """Wait until ``await probe()`` equals ``value``, polling; fail with the last value seen."""
     loop = asyncio.get_running_loop()
@@ -227,3 +254,8 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def examples(default: int) -> int:
+    """A property or fuzz test's budget: ``default`` in make test, CHAT_FUZZ_EXAMPLES if set."""
+    return FUZZ_EXAMPLES or default

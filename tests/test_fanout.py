@@ -24,6 +24,9 @@ class Transport:
     def abort(self) -> None:
         self.aborted = True
 
+    def is_closing(self) -> bool:
+        return self.aborted
+
     def get_extra_info(self, name: str) -> object:
         return ("192.0.2.1", 4242) if name == "peername" else None
 

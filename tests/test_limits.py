@@ -159,6 +159,7 @@ async def test_body_sent_byte_by_byte_times_out_with_408(chat: Chat) -> None:
     reply = await asyncio.wait_for(reader.readuntil(b"}"), 5)
     writer.close()
     assert reply.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert b"\r\nConnection: close\r\n" in reply  # the rest of the body is never read
     assert reply.endswith(b'{"error": "the request body did not arrive within 0.3 s"}')
     assert await chat.history() == []
 

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .support import XSRF, Chat, with_settings
+from .support import XSRF, Chat, position, with_settings
 
 STREAMS = POLLERS = 200
 MESSAGES = 100
@@ -62,7 +62,7 @@ async def test_200_streams_and_200_pollers_get_all_100_messages_in_order_once(ch
         posted: list[str] = []
         for burst in range(0, MESSAGES, 10):  # bursts, so pollers also get several at once
             replies = await asyncio.gather(*(chat.post(f"m{i}") for i in range(burst, burst + 10)))
-            posted += sorted((r["id"] for r in replies), key=lambda i: int(i.rsplit("-", 1)[1]))
+            posted += sorted((r["id"] for r in replies), key=position)
         results = await asyncio.wait_for(asyncio.gather(*streams, *polls), 50)
     assert all(r == posted for r in results), [len(r) for r in results if r != posted][:5]
     await chat.until_metric("chat_stream_clients", 0)

@@ -9,7 +9,7 @@ import pytest
 
 from chat.stream import opening
 
-from .support import Chat, parse_frame, with_settings
+from .support import Chat, future_cursor, parse_frame, with_settings, wrong_shape_cursor, zero_cursor
 
 OPENING = b"retry: 1000\n: stream open\n\n"
 
@@ -50,10 +50,10 @@ def test_opening_carries_retry(retry_ms: int) -> None:
 
 async def test_reset_frame_exact_bytes(chat: Chat) -> None:
     first = await chat.post("one")
-    epoch = first["id"].split("-")[0]
+    base = zero_cursor(first["id"])  # the room holds all its messages: the base is before them all
     async with chat.stream(last_event_id="zz-5") as s:
         await s.read_bytes(len(OPENING))
-        expected = b'id: ' + epoch.encode() + b'-0\nevent: reset\ndata: {"reason": "epoch"}\n\n'
+        expected = b'id: ' + base.encode() + b'\nevent: reset\ndata: {"reason": "epoch"}\n\n'
         assert await s.read_bytes(len(expected)) == expected
         assert [m["id"] for m in await s.messages(1)] == [first["id"]]
 
@@ -124,9 +124,10 @@ async def test_no_cursor_means_only_new_messages(chat: Chat) -> None:
 @pytest.mark.parametrize("settings", [with_settings(history=3)], ids=["history-3"])
 async def test_evicted_cursor_resets(chat: Chat) -> None:
     ids = [(await chat.post(f"m{i}"))["id"] for i in range(6)]  # buffer holds ids[3:]
-    epoch = ids[0].split("-")[0]
     events = await _events_after_opening(chat, 4, last_event_id=ids[1])
-    assert events[0] == {"id": f"{epoch}-3", "event": "reset", "data": '{"reason": "evicted"}'}
+    # The base is the id just before the buffer (Redis still has ids[:3] in the stream: its
+    # MAXLEN ~ trims whole nodes, but the room's buffer is the newest `history` all the same).
+    assert events[0] == {"id": ids[2], "event": "reset", "data": '{"reason": "evicted"}'}
     assert [e["id"] for e in events[1:]] == ids[3:]
 
 
@@ -143,14 +144,21 @@ async def test_cursor_just_before_buffer_is_still_valid(chat: Chat) -> None:
     ("abc", "malformed"),
     ("", None),
     ("zzzzzz-1", "epoch"),
-    ("EPOCH-999", "unknown"),
-    ("EPOCH-1-0", "unknown"),
-], ids=["junk", "no-dash", "empty-is-none", "other-epoch", "future", "wrong-shape"])
+    ("FUTURE", "unknown"),
+    ("WRONG-SHAPE", "unknown"),
+    ("LEADING-ZERO", "malformed"),
+], ids=["junk", "no-dash", "empty-is-none", "other-epoch", "future", "wrong-shape",
+        "leading-zero"])
 async def test_untrusted_cursor_resets_then_replays(chat: Chat, cursor: str,
                                                     reason: str | None) -> None:
     ids = await _three(chat)
-    epoch = ids[0].split("-")[0]
-    cursor = cursor.replace("EPOCH", epoch)
+    if cursor == "FUTURE":
+        cursor = future_cursor(ids[-1])
+    elif cursor == "WRONG-SHAPE":
+        cursor = wrong_shape_cursor(ids[-1])
+    elif cursor == "LEADING-ZERO":  # another spelling of the newest id: not one we issued
+        head, _, last = ids[-1].rpartition("-")
+        cursor = f"{head}-0{last}"
     if reason is None:  # an empty cursor is no cursor: live only
         async with chat.stream(last_event_id=cursor) as s:
             await s.read_bytes(len(OPENING))
@@ -158,7 +166,7 @@ async def test_untrusted_cursor_resets_then_replays(chat: Chat, cursor: str,
             assert (await s.read_event())["id"] == nxt["id"]
         return
     events = await _events_after_opening(chat, 4, last_event_id=cursor)
-    assert events[0] == {"id": f"{epoch}-0", "event": "reset",
+    assert events[0] == {"id": zero_cursor(ids[0]), "event": "reset",
                          "data": json.dumps({"reason": reason})}
     assert [e["id"] for e in events[1:]] == ids
 
