@@ -80,6 +80,7 @@ def one(job: Job, args: argparse.Namespace, pinned: bool) -> dict[str, Any]:
         "kind": scenario.kind, "S": scenario.subscribers, "M": scenario.messages, "R": scenario.rate,
         "loop": loop if not args.url else "?", "store": args.store,
         "server": "external" if args.url else (server_cmd or "python -m chat"),
+        "server_args": list(args.server_arg or []),
         "pinned": pinned, "netdev_max_backlog": procstat.netdev_backlog(),
         "loadavg_before": float(Path("/proc/loadavg").read_text().split()[0]),
     }

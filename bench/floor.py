@@ -149,8 +149,10 @@ async def serve(port: int) -> None:
         await server.serve_forever()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def yardstick_setup(doc: str | None, argv: list[str] | None) -> tuple[int, Any]:
+    """What both yardsticks start with: --port and --no-uvloop parsed, the descriptor limit
+    raised; returns the port and the event loop factory to use."""
+    parser = argparse.ArgumentParser(description=doc)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--no-uvloop", action="store_true")
     args = parser.parse_args(argv)
@@ -163,9 +165,14 @@ def main(argv: list[str] | None = None) -> None:
             factory = uvloop.new_event_loop
         except ImportError:
             pass
+    return args.port, factory
+
+
+def main(argv: list[str] | None = None) -> None:
+    port, factory = yardstick_setup(__doc__, argv)
     with asyncio.Runner(loop_factory=factory) as runner:
         try:
-            runner.run(serve(args.port))
+            runner.run(serve(port))
         except KeyboardInterrupt:
             pass
     os._exit(0)

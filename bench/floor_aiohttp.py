@@ -11,17 +11,14 @@ Not a server to use.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
-import resource
-from typing import Any
 
 from aiohttp import web
 
 from chat.__main__ import GC_THRESHOLD
 
-from .floor import Floor
+from .floor import Floor, yardstick_setup
 
 floor_key = web.AppKey("floor_key", Floor)
 waiters_key = web.AppKey("waiters_key", dict)
@@ -82,12 +79,7 @@ async def ok(request: web.Request) -> web.Response:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--no-uvloop", action="store_true")
-    args = parser.parse_args(argv)
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    port, loop_factory = yardstick_setup(__doc__, argv)
     app = web.Application()
     app[floor_key] = Floor()
     app[waiters_key] = {}
@@ -96,14 +88,7 @@ def main(argv: list[str] | None = None) -> None:
                     web.get("/healthz", ok)])
     gc.freeze()  # the same collector settings as python -m chat
     gc.set_threshold(*GC_THRESHOLD)
-    loop: Any = None
-    if not args.no_uvloop:
-        try:
-            import uvloop
-            loop = uvloop.new_event_loop()
-        except ImportError:
-            pass
-    web.run_app(app, host="127.0.0.1", port=args.port, loop=loop, access_log=None, print=None,
+    web.run_app(app, host="127.0.0.1", port=port, loop=loop_factory(), access_log=None, print=None,
                 handler_cancellation=True, backlog=4096)
 
 

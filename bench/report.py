@@ -46,14 +46,23 @@ def server_label(r: dict[str, Any]) -> str:
         return "bare aiohttp"
     if "bench.floor" in cmd:
         return "raw asyncio"
-    return "chat" if cmd == "python -m chat" else cmd
+    if cmd != "python -m chat":
+        return cmd
+    label = "chat"
+    if r.get("store", "memory") != "memory":
+        label += ", Redis"
+    workers = [a.split("=", 1)[1] for a in r.get("server_args", []) if a.startswith("--workers=")]
+    if workers and workers[-1] != "1":
+        label += f", {workers[-1]} processes"
+    return label
 
 
 def _key(r: dict[str, Any]) -> tuple[Any, ...]:
     order = {"sse": 0, "poll": 1, "idle": 2, "post": 3}
-    servers = {"chat": 0, "bare aiohttp": 1, "raw asyncio": 2}
+    servers = {"chat": 0, "chat, Redis": 1, "chat, Redis, 2 processes": 2, "bare aiohttp": 3,
+               "raw asyncio": 4}
     label = server_label(r)
-    return (servers.get(label, 3), label, r["loop"] != "uvloop", order.get(r["kind"], 9), r["S"],
+    return (servers.get(label, 5), label, r["loop"] != "uvloop", order.get(r["kind"], 9), r["S"],
             r["M"], r["R"], r["store"])
 
 

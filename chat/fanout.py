@@ -173,7 +173,6 @@ class Hub:
             loop = self._loop = asyncio.get_running_loop()
         return loop
 
-
     @property
     def slow_dropped(self) -> int:
         return self.dropped["slow"]

@@ -179,7 +179,7 @@ def wrong_shape_cursor(message_id: str) -> str:
     return f"{epoch}-1" if len(pos) == 2 else f"{epoch}-1-0"
 
 
-async def until(probe: Callable[[], Any], value: Any, timeout: float = 5.0) -> None:
+async def until(probe: Callable[[], Any], value: Any, timeout: float = 10.0) -> None:
     """Wait until ``await probe()`` equals ``value``, polling; fail with the last value seen."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -188,7 +188,7 @@ async def until(probe: Callable[[], Any], value: Any, timeout: float = 5.0) -> N
         if seen == value:
             return
         if loop.time() > deadline:
-            raise AssertionError(f"expected {value!r}, still {seen!r} after {timeout}s")
+            raise AssertionError(f"after {timeout}s still\n  {seen!r}\nexpected\n  {value!r}")
         await asyncio.sleep(0.02)
 
 

@@ -5,7 +5,6 @@ Nothing here or in ``server.py`` and ``proxy.py`` depends on pytest: ``screensho
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -120,14 +119,3 @@ class Person:
 Arrive = Callable[..., Awaitable[Person]]
 
 
-async def until(probe: Callable[[], Awaitable[Any]], expected: Any, timeout: float = 10.0) -> None:
-    """Wait until ``await probe() == expected``; fail showing the last value seen."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        seen = await probe()
-        if seen == expected:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"after {timeout}s still\n  {seen!r}\nexpected\n  {expected!r}")
-        await asyncio.sleep(0.05)

@@ -9,8 +9,9 @@ import re
 import pytest
 from playwright.async_api import Route, expect
 
+from ..support import until
 from .server import Api, ChatServer
-from .support import Arrive, until
+from .support import Arrive
 
 # The issue promises delivery "within a second". Typical delivery here is 0.1 to 0.3 s; the
 # extra half second absorbs a shared, noisy CI machine and Playwright's own polling interval.

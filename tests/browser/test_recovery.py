@@ -8,9 +8,10 @@ import asyncio
 import pytest
 from playwright.async_api import expect
 
+from ..support import until
 from .proxy import TcpProxy, sse_events
 from .server import Api, ChatServer
-from .support import Arrive, until
+from .support import Arrive
 
 TRANSPORTS = ["eventsource", "polling"]
 STATE = {"eventsource": "live", "polling": "polling"}

@@ -10,9 +10,10 @@ import time
 import pytest
 from playwright.async_api import Route, expect
 
+from ..support import until
 from .proxy import TcpProxy
 from .server import Api, ChatServer
-from .support import Arrive, until
+from .support import Arrive
 
 
 async def refuse(route: Route) -> None:
