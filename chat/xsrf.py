@@ -49,8 +49,8 @@ def cookie(request: web.Request) -> str | None:
 
 def token(request: web.Request) -> tuple[str, bool]:
     """The client's token, or a new one; and whether it is new (so the cookie must be set)."""
-    current = request.cookies.get(COOKIE)
-    if current and forms.ROOM_RE.fullmatch(current):  # urlsafe base64: the same alphabet
+    current = cookie(request)
+    if current and _TOKEN.fullmatch(current):  # secrets.token_urlsafe's alphabet
         return current, False
     return secrets.token_urlsafe(24), True
 
