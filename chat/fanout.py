@@ -181,10 +181,6 @@ class Hub:
     def poll_waiters(self) -> int:
         return sum(map(len, self._waiters.values()))
 
-    def rooms(self) -> set[str]:
-        """Rooms with a local stream subscriber or long-poll waiter."""
-        return self._subs.keys() | self._waiters.keys()
-
     def watching(self, room: str) -> bool:
         """Has ``room`` a local stream subscriber or long-poll waiter?"""
         return room in self._subs or room in self._waiters

@@ -95,9 +95,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
         # The opening (with the headers) goes through aiohttp's writer; after it, the hub writes
         # frames to the transport itself, chunked exactly as aiohttp would.
         await response.write(b"".join(frames))
-        reason = await sub.pump(request.writer.drain, after, hub.count)
+        # Returns once the hub closes us (shutdown, or a drop, which also aborts the connection).
+        await sub.pump(request.writer.drain, after, hub.count)
     finally:
         hub.unsubscribe(sub)
-    if reason == "slow":  # the hub has aborted the connection; there is nothing left to end
-        raise web.HTTPServiceUnavailable()  # never sent: only ends this handler
     return response

@@ -130,10 +130,10 @@ async def test_queue_overflow_drops_only_the_slow_client() -> None:
 async def test_unsubscribe_is_idempotent_and_counts() -> None:
     hub = Hub(queue_size=3)
     _, sub = subscribe(hub)
-    assert hub.stream_clients == 1 and hub.rooms() == {"main"}
+    assert hub.stream_clients == 1 and hub.watching("main")
     hub.unsubscribe(sub)  # type: ignore[arg-type]
     hub.unsubscribe(sub)  # type: ignore[arg-type]
-    assert hub.stream_clients == 0 and hub.rooms() == set()
+    assert hub.stream_clients == 0 and not hub.watching("main")
 
 
 async def test_waiters_wake_on_their_room_only() -> None:
@@ -144,7 +144,7 @@ async def test_waiters_wake_on_their_room_only() -> None:
     assert main.done() and not other.done()
     hub.unwait("main", main)
     hub.unwait("other", other)
-    assert hub.poll_waiters == 0 and hub.rooms() == set()
+    assert hub.poll_waiters == 0 and not hub.watching("main") and not hub.watching("other")
 
 
 async def test_ping_only_idle_caught_up_subscribers() -> None:
