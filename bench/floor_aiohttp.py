@@ -16,7 +16,7 @@ import gc
 
 from aiohttp import web
 
-from chat.__main__ import GC_THRESHOLD
+from chat.server import GC_THRESHOLD
 
 from .floor import Floor, yardstick_setup
 

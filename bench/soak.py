@@ -388,10 +388,10 @@ async def soak(args: argparse.Namespace, port: int) -> dict[str, Any]:
         status, body = await request(port, "POST", "/a/message/new", form(room=room, body="seed"))
         assert status == 200, (status, body)
         seeds[room] = json.loads(body)["id"]
-    epoch = next(iter(seeds.values())).rpartition("-")[0]
     rng = random.Random(args.seed)
     clients = [Client(i, "stream" if rng.random() < args.stream_share else "poll",
-                      rooms[i % len(rooms)], seeds[rooms[i % len(rooms)]], epoch,
+                      rooms[i % len(rooms)], seeds[rooms[i % len(rooms)]],
+                      seeds[rooms[i % len(rooms)]].rpartition("-")[0],
                       random.Random(args.seed * 100_003 + i)) for i in range(args.clients)]
     runner = Soak(args, port)
     posted: dict[str, list[str]] = {room: [] for room in rooms}

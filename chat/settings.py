@@ -1,62 +1,210 @@
-"""Every tunable of the server, with the wire contract's defaults, in one frozen dataclass."""
+"""Every tunable of the server, in one frozen dataclass: default, help text and parser per field.
+
+The command line (``python -m chat --help``), the ``CHAT_<FIELD>`` environment variables and the
+README's options table all come from the fields below (``parse_settings``; a test checks the
+README), so an option is described once.
+"""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import ipaddress
+import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+MiB = 1024 * 1024
+
+
+def int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.replace("_", ""))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
+def float_range(low: float, high: float, what: str, *, low_ok: bool) -> Callable[[str], float]:
+    """A number in (low, high], or [low, high] when ``low_ok``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (low <= value if low_ok else low < value) or not value <= high:
+            bound = f"{low:g} to {high:.0f}" if low_ok else f"more than {low:g} and at most {high:.0f}"
+            raise argparse.ArgumentTypeError(f"expected {bound}, got {text}")
+        return value
+
+    return parse
+
+
+seconds = float_range(0, 86400, "seconds", low_ok=False)
+rate = float_range(0, 1_000_000, "a number", low_ok=True)
+
+
+def networks(text: str) -> tuple[str, ...]:
+    values = tuple(part.strip() for part in text.split(",") if part.strip())
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated addresses or networks, got {value!r}") from None
+    return values
+
+
+def store_url(text: str) -> str:
+    if text == "memory" or text.startswith(("redis://", "rediss://", "unix://")):
+        return text
+    raise argparse.ArgumentTypeError(f"expected 'memory' or a redis:// URL, got {text!r}")
+
+
+def flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected 1/0, true/false, yes/no or on/off, got {text!r}")
+
+
+def _opt(default: Any, help: str, parse: Callable[[str], Any] = str, *, shown: str = "") -> Any:
+    """A field that is also a command-line option and a CHAT_* variable. ``shown``: the default
+    as the README's table shows it, when ``str(default)`` would not say it well."""
+    return dataclasses.field(default=default,
+                             metadata={"help": help, "parse": parse, "shown": shown})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8888
-    # Messages kept per room (the buffer a cursor can resume from).
-    history: int = 200
-    # Message body length in characters, after trimming whitespace.
-    max_body: int = 4096
-    max_name: int = 64
-    # Whole request body in bytes (form posts); larger gets 413.
-    max_request: int = 64 * 1024
-    poll_timeout: float = 30.0
-    ping_interval: float = 15.0
-    # Messages a stream client may have waiting before it is disconnected.
-    queue_size: int = 1000
-    # Reconnection delay the SSE stream suggests to EventSource, in milliseconds.
-    retry_ms: int = 1000
-    # How long shutdown waits for handlers that our own on_shutdown did not end.
-    shutdown_timeout: float = 1.0
-    # listen(2) backlog: thousands of clients reconnecting at once must not be refused.
-    backlog: int = 4096
-    access_log: bool = False
+    host: str = _opt("127.0.0.1", "address to listen on")
+    port: int = _opt(8888, "TCP port (0: any free port)", int_range(0, 65535))
+    store: str = _opt("memory", "'memory' (one process) or redis://host:port/db", store_url)
+    workers: int = _opt(1, "processes serving the port, under gunicorn (more than 1 needs a "
+                           "shared store: --store redis://...)", int_range(1, 1024))
+    # ---- history ----
+    history: int = _opt(200, "messages per room held in RAM: what a page shows and a reset "
+                             "replays", int_range(1, 1_000_000))
+    history_bytes: int = _opt(256 * MiB, "bytes of messages held in RAM across all rooms; over "
+                                         "it the least recently active rooms lose their oldest "
+                                         "first", int_range(MiB, 1 << 40), shown="256 MiB")
+    retain_messages: int = _opt(100_000, "messages per room the SQLite and Redis stores keep "
+                                         "(Redis trims with MAXLEN ~: a little more)",
+                                int_range(1, 1 << 40))
+    retain_days: float = _opt(0.0, "days the SQLite and Redis stores keep a message (0: no age "
+                                   "limit)", float_range(0, 100 * 365, "days", low_ok=True))
+    max_reply_bytes: int = _opt(512 * 1024, "bytes of messages in one long-poll answer or one "
+                                            "page of a stream's replay",
+                                int_range(16 * 1024, 1 << 30), shown="512 KiB")
+    # ---- messages and requests ----
+    max_body: int = _opt(4096, "longest message body, in characters after trimming",
+                         int_range(1, 1_000_000))
+    max_name: int = _opt(64, "longest nickname, in characters", int_range(1, 1000))
+    max_request: int = _opt(64 * 1024, "largest request body, in bytes (larger gets 413)",
+                            int_range(1024, 64 * MiB), shown="64 KiB")
+    # ---- streams and polls ----
+    poll_timeout: float = _opt(30.0, "seconds a long-poll waits before answering {}", seconds)
+    ping_interval: float = _opt(15.0, "seconds between SSE ': ping' heartbeats", seconds)
+    queue_size: int = _opt(1000, "messages a stream client may lag behind before it is "
+                                 "disconnected", int_range(1, 1_000_000))
+    retry_ms: int = _opt(1000, "reconnection delay suggested to EventSource, in milliseconds",
+                         int_range(0, 3_600_000))
     # ---- abuse limits; 0 turns one off ----
-    # Posts per second per client (sustained) and how many it may make at once (token bucket).
-    post_rate: float = 5.0
-    post_burst: int = 20
-    # Open streams + long-polls per client, and in this whole process.
-    max_client_connections: int = 20
-    max_clients: int = 10_000
-    # Proxies whose X-Forwarded-For names the client (addresses or networks); others are ignored.
-    trusted_proxies: tuple[str, ...] = ()
+    post_rate: float = _opt(5.0, "messages per second a client may post, sustained (0: off)", rate)
+    post_burst: int = _opt(20, "messages a client may post at once before --post-rate applies",
+                           int_range(1, 1_000_000))
+    max_client_connections: int = _opt(20, "open streams + long-polls per client address "
+                                           "(0: off)", int_range(0, 10_000_000))
+    max_clients: int = _opt(10_000, "open streams + long-polls in this process (0: off)",
+                            int_range(0, 10_000_000))
+    trusted_proxies: tuple[str, ...] = _opt((), "comma-separated proxy addresses/networks whose "
+                                                "X-Forwarded-For names the client", networks,
+                                            shown="none")
     # ---- time limits ----
-    # An idle keep-alive connection, or one still sending its request headers, is closed after this.
-    keepalive_timeout: float = 15.0
-    # A request body must arrive within this (else 408).
-    body_timeout: float = 10.0
-    # A stream whose socket accepts nothing for this long is dropped (TCP_USER_TIMEOUT, and the
-    # write buffer staying full). With the heartbeat, a half-open client is noticed within
-    # ping_interval + stall_timeout: two heartbeat intervals with the defaults.
-    stall_timeout: float = 15.0
-    # "memory" or a redis:// URL.
-    store: str = "memory"
-    # Processes serving the port (under gunicorn); more than one needs a shared store (Redis).
-    workers: int = 1
-    # Seconds a Redis command may take; a request that would wait longer is answered 503.
-    redis_timeout: float = 2.0
-    # Longest pause between attempts to reach Redis again after losing it.
-    redis_backoff: float = 2.0
-    # Redis connections per process for requests (the reader has one more of its own).
-    redis_connections: int = 50
+    keepalive_timeout: float = _opt(15.0, "seconds before an idle connection, or one still "
+                                          "sending its headers, is closed", seconds)
+    body_timeout: float = _opt(10.0, "seconds a request body may take to arrive (then 408)",
+                               seconds)
+    stall_timeout: float = _opt(15.0, "seconds a stream's socket may accept nothing before the "
+                                      "client is dropped", seconds)
+    shutdown_timeout: float = _opt(1.0, "seconds shutdown waits for requests still running",
+                                   seconds)
+    # ---- Redis ----
+    redis_timeout: float = _opt(2.0, "seconds a Redis command, or a wait for a Redis "
+                                     "connection, may take before the request is answered 503",
+                                seconds)
+    redis_backoff: float = _opt(2.0, "longest pause between attempts to reach Redis again "
+                                     "after losing it", seconds)
+    redis_connections: int = _opt(50, "Redis connections per process for requests; more wait "
+                                      "up to --redis-timeout", int_range(1, 10_000))
+    room_ttl: float = _opt(7 * 86400.0, "seconds a Redis room lives after its last post",
+                           float_range(60, 10 * 365 * 86400, "seconds", low_ok=True),
+                           shown="7 days")
+    # ---- operations ----
+    backlog: int = _opt(4096, "listen backlog for new connections", int_range(1, 1_000_000))
+    access_log: bool = _opt(False, "log every request (1/0)", flag, shown="off")
     templates_dir: Path = ROOT / "templates"
     static_dir: Path = ROOT / "static"
+
+
+def options() -> list[tuple[str, dataclasses.Field[Any]]]:
+    """(``--option``, field) for every field that is an option."""
+    return [("--" + f.name.replace("_", "-"), f) for f in dataclasses.fields(Settings)
+            if "help" in f.metadata]
+
+
+def env_name(field: dataclasses.Field[Any]) -> str:
+    return "CHAT_" + field.name.upper()
+
+
+def shown_default(field: dataclasses.Field[Any]) -> str:
+    return field.metadata["shown"] or str(field.default)
+
+
+MEMORY_WORKERS = ("--workers {} needs a shared store: the memory store keeps each room inside "
+                  "one process; add --store redis://host:port/db (or CHAT_STORE)")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit status 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
+                   prog: str = "python -m chat") -> tuple[Settings, argparse.Namespace]:
+    """Settings from the command line over ``CHAT_*`` variables over the defaults; a bad value
+    is one line naming the option, exit status 2. Also returns the namespace, for the options
+    that are not settings (``--log-level``, ``--no-uvloop``)."""
+    environ = os.environ if environ is None else environ
+    parser = _Parser(prog=prog, description=(
+        "Chat server: long-poll and Server-Sent Events on aiohttp. Every option can also be set "
+        "as CHAT_<OPTION> in the environment (CHAT_PORT=9000); the command line wins."))
+    for option, field in options():
+        env, parse, default = env_name(field), field.metadata["parse"], field.default
+        if env in environ:
+            try:
+                default = parse(environ[env])
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"{env}: {exc}")
+        parser.add_argument(option, dest=field.name, type=parse, default=default,
+                            metavar=field.name.upper(),
+                            help=f"{field.metadata['help']} (default: {shown_default(field)}; "
+                                 f"env {env})")
+    parser.add_argument("--log-level", default=environ.get("CHAT_LOG_LEVEL", "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level")
+    parser.add_argument("--no-uvloop", action="store_true",
+                        default=flag(environ.get("CHAT_NO_UVLOOP", "0")),
+                        help="use asyncio's own event loop even when uvloop is installed")
+    args = parser.parse_args(argv)
+    settings = Settings(**{field.name: getattr(args, field.name) for _, field in options()})
+    if settings.workers > 1 and settings.store == "memory":
+        parser.error(MEMORY_WORKERS.format(settings.workers))
+    return settings, args

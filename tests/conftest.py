@@ -1,6 +1,6 @@
 """Fixtures: short-timeout settings, a real test server, and helpers that speak the protocol.
 
-Every test that uses ``app`` (so ``client``, ``chat``, ``store``) runs once per store: the
+Every test that uses ``app`` (so ``client``, ``chat``, ``feed``) runs once per store: the
 memory store and the Redis store on a real redis-server that the session starts on a free
 port. Without redis-server the Redis runs are skipped, unless CHAT_REQUIRE_REDIS=1 (CI).
 """
@@ -18,13 +18,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from chat.app import create_app
-from chat.keys import store_key
+from chat.feed import Feed
 from chat.settings import Settings
-from chat.store import Store
+from chat.web.app import create_app
+from chat.web.keys import feed_key
 
-from .servers import REDIS_SERVER, RedisServer
 from .support import FUZZ_EXAMPLES, TEST_SETTINGS, XSRF, Chat
+from .support.servers import REDIS_SERVER, RedisServer
 
 # Property and fuzz tests (hypothesis). In make test: a fixed seed (derandomize) and each test's
 # small budget, a few seconds in all. CHAT_FUZZ_EXAMPLES=N (make fuzz) gives each of them N
@@ -92,8 +92,8 @@ async def client(aiohttp_client: AiohttpClient, app: web.Application) -> TestCli
 
 
 @pytest.fixture
-def store(client: TestClient[Any, Any]) -> Store:
-    return client.server.app[store_key]
+def feed(client: TestClient[Any, Any]) -> Feed:
+    return client.server.app[feed_key]
 
 
 @pytest.fixture

@@ -1,0 +1,128 @@
+"""The Redis data layout and the Lua scripts that read and write it. No I/O here.
+
+- ``chat:epoch``: the deployment's store id, the first six characters of every epoch. Made once
+  (``SET NX``) by the first process to start; a Redis that loses its data loses it too, so every
+  history after that has epochs no older cursor can match.
+- Per room, in one Cluster hash slot (the ``{room}`` hash tag), both expiring ``--room-ttl`` after
+  the room's last post:
+
+  - ``chat:{room}:m``, a hash: ``e`` the epoch of the room's current history, ``t`` the Redis
+    millisecond that history began (the epoch's last eight characters), ``n`` its newest seq.
+  - ``chat:{room}:s``, the stream: message ``<epoch>-<seq>`` is entry ``<t>-<seq>`` with fields
+    ``e`` (epoch), ``b`` (body), ``n`` (name, '' for none) and ``t`` (ts). A history that begins
+    after another one expired begins at a later millisecond, so its entries sort after the old
+    ones and a reader blocked after an old entry still reads them.
+
+A read never writes (an empty room has no keys). Entries are removed only by our own trimming
+(``MAXLEN ~ --retain-messages``), so the oldest entry tells what is still kept.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "chat:"
+EPOCH_KEY: Final = f"{PREFIX}epoch"
+
+
+def meta_key(room: str) -> str:
+    return f"{PREFIX}{{{room}}}:m"
+
+
+def stream_key(room: str) -> str:
+    return f"{PREFIX}{{{room}}}:s"
+
+
+def room_of(stream: str) -> str:
+    """The room of a ``stream_key``."""
+    return stream[len(PREFIX) + 1:stream.index("}:")]
+
+
+def parse_entry_id(value: str) -> tuple[int, int]:
+    """(the history's start ms, seq) of a stream entry id."""
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq)
+
+
+_HELPERS = """
+local function base36(n)
+  local digits, s = '0123456789abcdefghijklmnopqrstuvwxyz', ''
+  while n > 0 do
+    local d = n % 36
+    s = string.sub(digits, d + 1, d + 1) .. s
+    n = (n - d) / 36
+  end
+  return string.rep('0', 8 - #s) .. s
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- The seq just before the oldest kept entry (the newest seq when none is kept).
+local function floor_of(stream, n)
+  local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+  if not oldest then return n end
+  return tonumber(string.match(oldest[1], '-(%d+)$')) - 1
+end
+"""
+
+# KEYS: meta, stream, epoch key.
+# ARGV: a new store id (used if the deployment has none yet), retain (MAXLEN ~), room TTL in ms,
+#       deadline in Redis ms ('0': none), body, name ('' for none), ts.
+# Returns {epoch, seq}, or false when the deadline has passed: the caller has already answered
+# 503, so a command that reaches Redis late must store nothing.
+PUBLISH: Final = _HELPERS + """
+local now = now_ms()
+local deadline = tonumber(ARGV[4])
+if deadline > 0 and now > deadline then return false end
+local meta = redis.call('HMGET', KEYS[1], 'e', 't', 'n')
+local epoch, t, seq = meta[1], tonumber(meta[2]), tonumber(meta[3])
+if epoch then
+  seq = seq + 1
+else
+  local store = redis.call('GET', KEYS[3])
+  if not store then
+    store = ARGV[1]
+    redis.call('SET', KEYS[3], store)
+  end
+  t = now
+  -- A stream left without its meta (never by us) must still only grow.
+  local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+  if newest then
+    local last_t = tonumber(string.match(newest[1], '^(%d+)-'))
+    if last_t >= t then t = last_t + 1 end
+  end
+  epoch, seq = store .. base36(t), 1
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], t .. '-' .. seq,
+           'e', epoch, 'b', ARGV[5], 'n', ARGV[6], 't', ARGV[7])
+redis.call('HSET', KEYS[1], 'e', epoch, 't', t, 'n', seq)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return {epoch, seq}
+"""
+
+# KEYS: meta, stream, epoch key.
+# ARGV: mode, seq, limit, epoch (mode 'before' only).
+#   'after':  the first `limit` entries after seq;  'newest': the newest `limit`;
+#   'before': the `limit` entries just before seq, if `epoch` is the current history's;
+#   'state':  no entries.
+# Returns {store id or false, epoch or false, t, newest seq, floor, entries}. Writes nothing.
+READ: Final = _HELPERS + """
+local store = redis.call('GET', KEYS[3])
+local meta = redis.call('HMGET', KEYS[1], 'e', 't', 'n')
+local epoch, t, n = meta[1], meta[2], tonumber(meta[3])
+if not epoch then return {store, false, 0, 0, 0, {}} end
+local floor = floor_of(KEYS[2], n)
+local mode, seq, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local entries = {}
+if mode == 'after' then
+  entries = redis.call('XRANGE', KEYS[2], '(' .. t .. '-' .. seq, '+', 'COUNT', limit)
+elseif mode == 'newest' or (mode == 'before' and ARGV[4] == epoch) then
+  local hi = '+'
+  if mode == 'before' then hi = '(' .. t .. '-' .. seq end
+  local newer = redis.call('XREVRANGE', KEYS[2], hi, '-', 'COUNT', limit)
+  for i = #newer, 1, -1 do entries[#entries + 1] = newer[i] end
+end
+return {store, epoch, t, n, floor, entries}
+"""

@@ -1,0 +1,189 @@
+"""RedisStore: rooms as Redis streams, shared by every process and host that uses the same Redis.
+
+A publish is one Lua script (``scripts.PUBLISH``): the message is in the stream before the POST
+is answered. No process hands its own posts to its clients directly: each process's one reader
+task (``reader.Reader``) reads every watched room's stream and hands each message over exactly
+once, in stream order, whichever process accepted it. A read is one Lua script too
+(``scripts.READ``) and writes nothing.
+
+Redis unreachable: publish and read raise StoreUnavailable (503), healthy() is False, and the
+reader reconnects with backoff while open streams wait. The client never retries a command by
+itself: a retried XADD could store a message twice. A request waits its turn for one of
+``--redis-connections`` connections for up to ``--redis-timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, Final
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError, ReadOnlyError, RedisError, TimeoutError
+
+from ...core.ids import Room, epoch_ms, new_store_id
+from ...core.message import Message, Renderer, make_message
+from ...settings import Settings
+from ..base import Listener, Posted, StoreUnavailable
+from .reader import BLOCK_MS, Reader, to_message
+from .scripts import EPOCH_KEY, PUBLISH, READ, meta_key, stream_key
+
+log = logging.getLogger(__name__)
+
+# What "Redis cannot be reached right now" looks like (ReadOnlyError: a replica mid-failover).
+UNAVAILABLE: Final = (ConnectionError, TimeoutError, ReadOnlyError, OSError)
+
+
+def connect(url: str, timeout: float, connections: int) -> Redis:
+    """A client whose commands fail after ``timeout`` instead of being retried, on a pool of at
+    most ``connections`` that a burst of requests waits for (up to ``timeout``) instead of
+    failing at once."""
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=connections, timeout=timeout, socket_timeout=timeout,
+        socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), client_name="chat")
+    return Redis.from_pool(pool)
+
+
+class RedisStore:
+    def __init__(self, settings: Settings, render: Renderer) -> None:
+        self.store_id = ""  # the deployment's, read from Redis by open()
+        self._url = settings.store
+        self._retain = settings.retain_messages
+        self._ttl_ms = int(settings.room_ttl * 1000)
+        self._timeout = settings.redis_timeout
+        self._backoff = settings.redis_backoff
+        self._render = render
+        self._redis = connect(self._url, self._timeout, settings.redis_connections)
+        self._publish = self._redis.register_script(PUBLISH)
+        self._read = self._redis.register_script(READ)
+        # The reader's own connection: its XREAD BLOCK may take BLOCK_MS before any reply.
+        self._reader_redis = connect(self._url, self._timeout + BLOCK_MS / 1000, 1)
+        self._reader: Reader | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._reader is not None and self._reader.connected
+
+    # ---- clocks ----------------------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        offset = self._reader.clock_offset if self._reader is not None else 0.0
+        return int((time.time() + offset) * 1000)
+
+    def forgot_between(self, since_ms: int, until_ms: int) -> bool:
+        # A history lives at least --room-ttl after it began (every post renews it), so a
+        # history that began and expired in between needs at least that long.
+        return until_ms - since_ms >= self._ttl_ms
+
+    # ---- writing ---------------------------------------------------------------------------
+
+    async def publish(self, room: str, body: str, name: str | None,
+                      client_key: str | None = None) -> Posted:
+        ts = time.time()
+        # Redis refuses the script once we would have given up on it (half the timeout leaves
+        # the other half for the reply), so a 503 here means nothing was stored.
+        deadline = self.now_ms() + int(self._timeout * 500)
+        args: list[Any] = [new_store_id(), self._retain, self._ttl_ms, deadline, body, name or "", repr(ts)]
+        reply = await self._call(self._publish(keys=self._keys(room), args=args))
+        if reply is None:
+            raise StoreUnavailable("Redis ran the publish after its deadline; nothing was stored")
+        epoch, seq = reply[0].decode(), int(reply[1])
+        message = make_message(room, epoch, seq, body, name, ts, self._render)
+        reader = self._reader
+        if reader is not None and reader.reading(room):  # the reader hands over this very object
+            reader.own[(room, f"{epoch_ms(epoch)}-{seq}")] = message
+        return Posted(message)
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    async def read(self, room: str, after: int | None, limit: int) -> tuple[Room, list[Message]]:
+        mode = "newest" if after is None else "after"
+        return await self._run_read(room, [mode, after or 0, limit, ""])
+
+    async def older(self, room: str, epoch: str, before: int,
+                    limit: int) -> tuple[Room, list[Message]]:
+        return await self._run_read(room, ["before", before, limit, epoch])
+
+    async def _run_read(self, room: str, args: list[Any]) -> tuple[Room, list[Message]]:
+        store, epoch, _, last, floor, entries = await self._call(
+            self._read(keys=self._keys(room), args=args))
+        self._store_id_is(store)
+        if not epoch:
+            return Room(None), []
+        messages = [to_message(room, eid, raw, self._render) for eid, raw in entries]
+        return Room(epoch.decode(), int(floor), int(last)), messages
+
+    async def _state(self, room: str) -> tuple[str | None, int, int]:
+        store, epoch, t, last, _, _ = await self._call(
+            self._read(keys=self._keys(room), args=["state", 0, 0, ""]))
+        self._store_id_is(store)
+        return (epoch.decode() if epoch else None), int(t), int(last)
+
+    def _store_id_is(self, store: bytes | None) -> None:
+        if store:
+            self.store_id = store.decode()
+
+    async def watch(self, room: str) -> None:
+        assert self._reader is not None
+        await self._reader.track(room, self._state,
+                                 lambda: self._call(self._reader_wake()))
+
+    async def _reader_wake(self) -> None:
+        assert self._reader is not None
+        await self._reader.wake(self._redis)
+
+    def settled(self, room: str) -> bool:
+        return False  # another process may have stored a message our reader has not read yet
+
+    # ---- life ------------------------------------------------------------------------------
+
+    async def healthy(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except UNAVAILABLE:
+            return False
+
+    async def open(self, listener: Listener) -> None:
+        self._reader = Reader(self._reader_redis, listener, self._render, self._backoff)
+        try:
+            await self._redis.set(EPOCH_KEY, new_store_id(), nx=True)
+            self._store_id_is(await self._redis.get(EPOCH_KEY))  # type: ignore[arg-type]
+            await self._reader.sync(self._state)
+        except UNAVAILABLE as exc:
+            await self._disconnect()
+            raise StoreUnavailable(f"cannot reach Redis at {self._where()}: {exc}") from exc
+        self._reader.connected = True
+        self._task = asyncio.create_task(self._reader.run(UNAVAILABLE, self._state),
+                                         name="redis-reader")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._reader is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._redis.delete(self._reader.wake_key)
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:
+        await self._reader_redis.aclose()
+        await self._redis.aclose()
+
+    def _where(self) -> str:
+        return self._url.split("@")[-1]
+
+    @staticmethod
+    def _keys(room: str) -> list[str]:
+        return [meta_key(room), stream_key(room), EPOCH_KEY]
+
+    async def _call(self, command: Any) -> Any:
+        try:
+            return await command
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(f"Redis at {self._where()}: {exc}") from exc

@@ -1,0 +1,21 @@
+"""The whole URL table."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..settings import Settings
+from . import health, longpoll, pages, posting, stream
+
+
+def setup_routes(app: web.Application, settings: Settings) -> None:
+    app.add_routes([
+        web.get("/", pages.room_page, name="index"),
+        web.get("/rooms/{room}", pages.room_page, name="room"),
+        web.post("/a/message/new", posting.new_message, name="message_new"),
+        web.post("/a/message/updates", longpoll.updates, name="message_updates"),
+        web.get("/a/message/stream", stream.stream, name="message_stream", allow_head=False),
+        web.get("/healthz", health.healthz, name="healthz"),
+        web.get("/metrics", health.metrics, name="metrics"),
+        web.static("/static", settings.static_dir, name="static"),
+    ])

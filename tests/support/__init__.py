@@ -1,0 +1,268 @@
+"""Protocol helpers for tests: post, poll and stream the way a real client does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient
+
+from chat.settings import Settings
+from chat.web.keys import feed_key
+
+XSRF = "test-token"
+# CHAT_FUZZ_EXAMPLES=N: every property and fuzz test runs N examples (make fuzz); 0: their own.
+FUZZ_EXAMPLES = int(os.environ.get("CHAT_FUZZ_EXAMPLES") or 0)
+TEST_SETTINGS = Settings(port=0, poll_timeout=2.0, ping_interval=30.0, retry_ms=1000,
+                         post_rate=0, max_client_connections=0, max_clients=0)
+NO_LIMITS = ("--post-rate", "0", "--max-client-connections", "0", "--max-clients", "0")
+
+
+def wire_json(value: Any) -> bytes:
+    """The contract's JSON: compact UTF-8, with every control character, U+2028 and U+2029
+    escaped (an oracle written from the contract, not from chat/)."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return "".join(f"\\u{ord(c):04x}" if 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029" else c
+                   for c in text).encode()
+
+
+def with_settings(**changes: Any) -> Settings:
+    """TEST_SETTINGS with some fields changed."""
+    return dataclasses.replace(TEST_SETTINGS, **changes)
+
+
+@dataclasses.dataclass
+class Chat:
+    """Protocol steps in one place: post, poll and stream the way a real client does."""
+
+    client: TestClient[Any, Any]
+
+    async def post_raw(self, body: str | None = "hi", **fields: str) -> ClientResponse:
+        data = {"_xsrf": XSRF, **fields}
+        if body is not None:
+            data["body"] = body
+        return await self.client.post("/a/message/new", data=data, allow_redirects=False)
+
+    async def post(self, body: str = "hi", **fields: str) -> dict[str, Any]:
+        response = await self.post_raw(body, **fields)
+        assert response.status == 200, await response.text()
+        result: dict[str, Any] = await response.json()
+        return result
+
+    async def poll(self, **fields: str) -> dict[str, Any]:
+        response = await self.client.post("/a/message/updates", data={"_xsrf": XSRF, **fields})
+        assert response.status == 200, await response.text()
+        result: dict[str, Any] = await response.json()
+        return result
+
+    async def history(self, room: str = "main") -> list[dict[str, Any]]:
+        """The newest ``--history`` messages of ``room``, oldest first, read from the feed."""
+        page = await self.client.server.app[feed_key].read(room, None)
+        return [m.as_dict() for m in page.messages]
+
+    def stream(self, headers: dict[str, str] | None = None, **query: str) -> SSEStream:
+        return SSEStream(self.client, query, headers or {})
+
+    async def metric(self, name: str) -> float:
+        text = await (await self.client.get("/metrics")).text()
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise AssertionError(f"{name} not in /metrics")
+
+    async def until_metric(self, name: str, value: float, timeout: float = 5.0) -> None:
+        await until(lambda: self.metric(name), value, timeout)
+
+
+class SSEStream:
+    """An open GET /a/message/stream; reads the de-chunked body as raw bytes and as events."""
+
+    def __init__(self, client: TestClient[Any, Any], query: dict[str, str],
+                 headers: dict[str, str]) -> None:
+        self.client, self.query, self.headers = client, query, headers
+        self.response: ClientResponse | None = None
+        self.buffer = b""
+
+    async def __aenter__(self) -> SSEStream:
+        self.response = await self.client.get("/a/message/stream", params=self.query,
+                                              headers=self.headers)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.response is not None
+        self.response.close()
+
+    async def read_bytes(self, n: int, timeout: float = 5.0) -> bytes:
+        """Exactly ``n`` more bytes of the body."""
+        assert self.response is not None
+        while len(self.buffer) < n:
+            chunk = await asyncio.wait_for(self.response.content.readany(), timeout)
+            if not chunk:
+                raise EOFError(f"stream ended after {self.buffer!r}")
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    async def read_frame(self, timeout: float = 5.0) -> bytes:
+        """The next frame, up to and including its blank line."""
+        assert self.response is not None
+        while b"\n\n" not in self.buffer:
+            chunk = await asyncio.wait_for(self.response.content.readany(), timeout)
+            if not chunk:
+                raise EOFError(f"stream ended after {self.buffer!r}")
+            self.buffer += chunk
+        frame, _, self.buffer = self.buffer.partition(b"\n\n")
+        return frame + b"\n\n"
+
+    async def read_event(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The next frame that is an event (comments and retry-only frames are skipped)."""
+        while True:
+            fields = parse_frame(await self.read_frame(timeout))
+            if "event" in fields or "data" in fields:
+                return fields
+
+    async def messages(self, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        out = []
+        while len(out) < n:
+            event = await self.read_event(timeout)
+            assert event.get("event") == "message", event
+            out.append(json.loads(event["data"]))
+        return out
+
+    async def ended(self, timeout: float = 5.0) -> bool:
+        """True once the server has closed the body (reading everything still in flight)."""
+        assert self.response is not None
+        while True:
+            chunk = await asyncio.wait_for(self.response.content.readany(), timeout)
+            if not chunk:
+                return True
+            self.buffer += chunk
+
+
+def parse_frame(frame: bytes) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for line in frame.decode().split("\n"):
+        if not line or line.startswith(":"):
+            continue
+        key, _, value = line.partition(": ")
+        fields[key] = value
+    return fields
+
+
+def position(message_id: str) -> tuple[int, ...]:
+    """An id's position as numbers: ids of one epoch increase in this order."""
+    return tuple(int(part) for part in message_id.split("-")[1:])
+
+
+def zero_cursor(message_id: str) -> str:
+    """The cursor before the first message of ``message_id``'s history: the base of a room whose
+    every message is still held."""
+    epoch, _ = message_id.split("-")
+    return f"{epoch}-0"
+
+
+def future_cursor(message_id: str) -> str:
+    """A well-formed cursor of the same epoch beyond ``message_id``: never issued."""
+    head, _, last = message_id.rpartition("-")
+    return f"{head}-{int(last) + 1000}"
+
+
+def wrong_shape_cursor(message_id: str) -> str:
+    """A cursor of the same epoch with two position numbers (the Redis store's shape before
+    one grammar): malformed now."""
+    epoch, _ = message_id.split("-")
+    return f"{epoch}-1-0"
+
+
+async def until(probe: Callable[[], Any], value: Any, timeout: float = 10.0) -> None:
+    """Wait until ``await probe()`` equals ``value``, polling; fail with the last value seen."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        seen = await probe()
+        if seen == value:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"after {timeout}s still\n  {seen!r}\nexpected\n  {value!r}")
+        await asyncio.sleep(0.02)
+
+
+class ServerProcess:
+    """A real ``python -m chat`` on a free port: the production start path."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None,
+                 host: str = "127.0.0.1") -> None:
+        self.args, self.env, self.host = args, env, host
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.log = tempfile.TemporaryFile()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, port: int = 0, timeout: float = 15.0) -> ServerProcess:
+        for _ in range(3):  # a free port can be taken between probing and binding: retry
+            self.port = port or free_port()
+            self.log.seek(0)
+            self.log.truncate()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "chat", "--host", self.host, "--port", str(self.port),
+                 *self.args],
+                stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})})
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                with contextlib.suppress(OSError), socket.create_connection(
+                        (self.host, self.port), timeout=0.2):
+                    return self
+                time.sleep(0.02)
+            self.stop()
+            if port:
+                break
+        raise RuntimeError(f"python -m chat did not start:\n{self.output()}")
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def __enter__(self) -> ServerProcess:
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def examples(default: int) -> int:
+    """A property or fuzz test's budget: ``default`` in make test, CHAT_FUZZ_EXAMPLES if set."""
+    return FUZZ_EXAMPLES or default
