@@ -41,7 +41,7 @@ def load(path: Path) -> list[dict[str, Any]]:
 
 def server_label(r: dict[str, Any]) -> str:
     """chat, or which yardstick server (bench/floor.py, bench/floor_aiohttp.py) a run measured."""
-    cmd = r["server"]
+    cmd = str(r["server"])
     if "bench.floor_aiohttp" in cmd:
         return "bare aiohttp"
     if "bench.floor" in cmd:

@@ -14,6 +14,7 @@ Server CPU is read from /proc at the edges of phase 1 and of phases 2+3 (the del
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import resource
 import secrets
@@ -85,6 +86,11 @@ async def _metric(hostport: str, name: str) -> float | None:
     return None
 
 
+def _same(protocol: asyncio.Protocol) -> asyncio.Protocol:
+    """A protocol factory that returns the one protocol made already."""
+    return protocol
+
+
 async def connect(kind: str, hostport: str, room: str, count: int,
                   timeout: float = 120.0) -> list[Subscriber]:
     """Open ``count`` subscribers and return once each is ready (SSE: opened; poll: request sent)."""
@@ -108,7 +114,7 @@ async def connect(kind: str, hostport: str, room: str, count: int,
         sub = cls(hostport, room, ready)
         for attempt in range(5):
             try:
-                await loop.create_connection(lambda s=sub: s, host, int(port))
+                await loop.create_connection(functools.partial(_same, sub), host, int(port))
                 break
             except OSError:
                 if attempt == 4:
@@ -268,7 +274,9 @@ async def run(scenario: Scenario, hostport: str, pid: int | None,
               profile: Path | None = None) -> dict[str, Any]:
     """Run ``scenario`` against the server at ``hostport`` (process ``pid``); the result fields."""
     meter = Meter(pid)
-    rss = (lambda: procstat.rss(procstat.tree(pid))) if pid else (lambda: 0)
+    def rss() -> int:
+        return procstat.rss(procstat.tree(pid)) if pid else 0
+
     out: dict[str, Any] = {}
     # Warm up (templates, first-request paths) away from the measured room.
     await publish(hostport, "warmup", 2, 1000.0)

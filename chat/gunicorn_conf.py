@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .server import configure_logging, make_app, refusal, runner_options
+from .server import configure_logging, log, make_app, refusal, runner_options, where
 from .settings import Settings, parse_settings
 
 PLAIN_WORKER = "aiohttp.worker.GunicornWebWorker"
@@ -71,12 +71,14 @@ async def app_factory() -> web.AppRunner:
     return web.AppRunner(make_app(settings), **runner_options(settings))
 
 
-def run(settings: Settings, use_uvloop: bool = True) -> None:
+def run(settings: Settings, *, log_level: str = "INFO", use_uvloop: bool = True) -> None:
     """Run ``settings.workers`` processes under gunicorn until SIGTERM/SIGINT."""
     from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
     global _settings
     _settings = settings
+    configure_logging(log_level)  # before the workers fork: they inherit it
+    log.info("chat starting %d workers on %s under gunicorn", settings.workers, where(settings))
     config = {**options(settings, use_uvloop), "on_starting": on_starting}
 
     class Gunicorn(BaseApplication):  # type: ignore[misc]

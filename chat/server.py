@@ -85,18 +85,16 @@ def event_loop(use_uvloop: bool) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def serve(settings: Settings, *, log_level: str = "INFO", use_uvloop: bool = True) -> None:
-    """Serve until SIGTERM/SIGINT: one process, or ``settings.workers`` under gunicorn."""
-    configure_logging(log_level)  # before the workers fork: they inherit it
-    where = f"http://{settings.host}:{settings.port}, store {settings.store.split('@')[-1]}"
-    if settings.workers > 1:
-        from .gunicorn_conf import run
+def where(settings: Settings) -> str:
+    return f"http://{settings.host}:{settings.port}, store {settings.store.split('@')[-1]}"
 
-        log.info("chat starting %d workers on %s under gunicorn", settings.workers, where)
-        run(settings, use_uvloop=use_uvloop)
-        return
+
+def serve(settings: Settings, *, log_level: str = "INFO", use_uvloop: bool = True) -> None:
+    """Serve in this process until SIGTERM/SIGINT (``--workers N``: ``gunicorn_conf.run``)."""
+    configure_logging(log_level)
     loop = event_loop(use_uvloop)
-    log.info("chat starting on %s, event loop %s", where, type(loop).__module__.split(".")[0])
+    log.info("chat starting on %s, event loop %s", where(settings),
+             type(loop).__module__.split(".")[0])
     try:
         web.run_app(make_app(settings), host=settings.host, port=settings.port, loop=loop,
                     backlog=settings.backlog, **runner_options(settings),

@@ -93,7 +93,8 @@ async def client(aiohttp_client: AiohttpClient, app: web.Application) -> TestCli
 
 @pytest.fixture
 def feed(client: TestClient[Any, Any]) -> Feed:
-    return client.server.app[feed_key]
+    feed: Feed = client.app[feed_key]
+    return feed
 
 
 @pytest.fixture

@@ -188,7 +188,7 @@ async def test_slowloris_headers_and_frozen_reader_are_dropped_while_others_keep
         # A reader that never reads, with a small receive window.
         _, frozen = await asyncio.open_connection(
             "127.0.0.1", server.port, limit=1024)
-        frozen.transport.set_write_buffer_limits(0)  # type: ignore[attr-defined]
+        frozen.transport.set_write_buffer_limits(0)
         frozen.write(b"GET /a/message/stream HTTP/1.1\r\nHost: x\r\n\r\n")
         frozen.transport.pause_reading()  # type: ignore[attr-defined]
         # A normal reader.

@@ -104,7 +104,7 @@ async def test_disconnect_leaves_no_waiter(chat: Chat) -> None:
     await chat.until_metric("chat_poll_waiters", before + 1)
     waiting.cancel()  # closes the client's connection
     await chat.until_metric("chat_poll_waiters", before, timeout=1.0)
-    hub = chat.client.server.app[feed_key].hub
+    hub = chat.client.app[feed_key].hub
     assert not hub.watching("main")  # no waiter set left behind either
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -62,7 +63,7 @@ async def test_invalid_room_or_path_is_404(chat: Chat, path: str) -> None:
     assert "error" not in (await response.text())[:20]  # pages are not JSON
 
 
-async def test_sets_xsrf_cookie_when_absent_and_keeps_it(client: TestClient[object, object]) -> None:
+async def test_sets_xsrf_cookie_when_absent_and_keeps_it(client: TestClient[Any, Any]) -> None:
     client.session.cookie_jar.clear()
     response = await client.get("/")
     cookie = response.cookies["_xsrf"]

@@ -69,7 +69,7 @@ class Chat:
 
     async def history(self, room: str = "main") -> list[dict[str, Any]]:
         """The newest ``--history`` messages of ``room``, oldest first, read from the feed."""
-        page = await self.client.server.app[feed_key].read(room, None)
+        page = await self.client.app[feed_key].read(room, None)
         return [m.as_dict() for m in page.messages]
 
     def stream(self, headers: dict[str, str] | None = None, **query: str) -> SSEStream:
@@ -134,7 +134,7 @@ class SSEStream:
                 return fields
 
     async def messages(self, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         while len(out) < n:
             event = await self.read_event(timeout)
             assert event.get("event") == "message", event

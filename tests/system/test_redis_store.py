@@ -11,7 +11,7 @@ import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -27,14 +27,14 @@ from chat.stores.redis.scripts import EPOCH_KEY, meta_key, stream_key
 from chat.stores.redis.store import RedisStore
 from chat.web.app import create_app
 
-from ..support import XSRF, Chat, position, until, with_settings, zero_cursor
-from ..support.servers import RedisServer, TcpProxy, free_port
+from ..support import XSRF, Chat, free_port, position, until, with_settings, zero_cursor
+from ..support.servers import RedisServer, TcpProxy
 
 pytestmark = pytest.mark.redis
 
 OPENING = b"retry: 1000\n: stream open\n\n"
 # Short limits so outages are noticed, and left, quickly.
-FAST = {"redis_timeout": 0.5, "redis_backoff": 0.2}
+FAST: dict[str, Any] = {"redis_timeout": 0.5, "redis_backoff": 0.2}
 
 Connect = Callable[..., Awaitable[Chat]]
 
@@ -70,7 +70,8 @@ async def test_data_layout(chat: Chat, r: aioredis.Redis) -> None:
     epoch = message["id"].split("-")[0]
     store_id, started = epoch[:6], int(epoch[6:], 36)
     assert await r.get(EPOCH_KEY) == store_id.encode()
-    [(entry_id, fields)] = await r.xrange(stream_key("main"))
+    [(entry_id, fields)] = cast(list[tuple[bytes, dict[bytes, bytes]]],
+                                await r.xrange(stream_key("main")))
     assert entry_id.decode() == f"{started}-1"
     assert fields == {b"e": epoch.encode(), b"b": b"hello", b"n": b"ann",
                       b"t": repr(message["ts"]).encode()}
@@ -81,7 +82,7 @@ async def test_data_layout(chat: Chat, r: aioredis.Redis) -> None:
     assert week - 60_000 < await r.pttl(meta_key("main")) <= week
     assert week - 60_000 < await r.pttl(stream_key("main")) <= week
     anonymous = await chat.post("no name")
-    assert (await r.xrange(stream_key("main")))[1][1][b"n"] == b""
+    assert cast(list[Any], await r.xrange(stream_key("main")))[1][1][b"n"] == b""
     assert anonymous["name"] is None
 
 

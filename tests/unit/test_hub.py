@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 import pytest
 
-from chat.core.hub import CLOSE, Hub
+from chat.core.hub import CLOSE, Hub, Subscriber
 from chat.core.message import PING, Message, chunk, make_message
 
 
@@ -46,15 +47,15 @@ def always(after: tuple[int, int]) -> bool:
     return True
 
 
-def subscribe(hub: Hub, room: str = "main", chunked: bool = True) -> tuple[Transport, object]:
+def subscribe(hub: Hub, room: str = "main", chunked: bool = True) -> tuple[Transport, Subscriber]:
     t = Transport()
-    return t, hub.subscribe(room, t, t, chunked)  # type: ignore[arg-type]
+    return t, hub.subscribe(room, cast(asyncio.WriteTransport, t), t, chunked)
 
 
 async def test_caught_up_subscriber_gets_ready_frames_written_directly() -> None:
     hub = Hub(queue_size=10)
     t, sub = subscribe(hub)
-    sub.direct = True  # type: ignore[attr-defined]
+    sub.direct = True
     hub.deliver(message(1))
     hub.deliver(message(2))
     assert bytes(t.data) == sse_chunk(message(1)) + sse_chunk(message(2))
@@ -64,7 +65,7 @@ async def test_caught_up_subscriber_gets_ready_frames_written_directly() -> None
 async def test_http10_subscriber_gets_unchunked_frames() -> None:
     hub = Hub(queue_size=10)
     t, sub = subscribe(hub, chunked=False)
-    sub.direct = True  # type: ignore[attr-defined]
+    sub.direct = True
     hub.deliver(message(1))
     assert bytes(t.data) == message(1).sse()
 
@@ -73,7 +74,7 @@ async def test_one_encoding_shared_by_all_subscribers() -> None:
     hub = Hub(queue_size=10)
     subs = [subscribe(hub) for _ in range(3)]
     for _, sub in subs:
-        sub.direct = True  # type: ignore[attr-defined]
+        sub.direct = True
     m = message(1)
     hub.deliver(m)
     assert all(bytes(t.data) == sse_chunk(m) for t, _ in subs)
@@ -82,7 +83,7 @@ async def test_one_encoding_shared_by_all_subscribers() -> None:
 async def test_paused_subscriber_queues_then_pump_writes_in_order() -> None:
     hub = Hub(queue_size=10)
     t, sub = subscribe(hub)
-    sub.direct = True  # type: ignore[attr-defined]
+    sub.direct = True
     hub.deliver(message(1))
     t.writing_paused = True
     hub.deliver(message(2))
@@ -94,11 +95,11 @@ async def test_paused_subscriber_queues_then_pump_writes_in_order() -> None:
     async def drain() -> None:
         drained.set()
 
-    pump = asyncio.create_task(sub.pump(hub, drain, always))  # type: ignore[attr-defined]
+    pump = asyncio.create_task(sub.pump(hub, drain, always))
     await drained.wait()
     assert bytes(t.data) == sse_chunk(message(1)) + chunk(message(2).sse() + message(3).sse())
     await asyncio.sleep(0)
-    assert sub.direct  # type: ignore[attr-defined]  # caught up again: back to direct writes
+    assert sub.direct  # caught up again: back to direct writes
     hub.deliver(message(4))
     assert bytes(t.data).endswith(sse_chunk(message(4)))
     hub.close()
@@ -109,14 +110,14 @@ async def test_paused_subscriber_queues_then_pump_writes_in_order() -> None:
 async def test_pump_skips_what_the_replay_already_sent() -> None:
     hub = Hub(queue_size=10)
     t, sub = subscribe(hub)
-    sub.after = message(3).key  # type: ignore[attr-defined]  # the replay went up to 3
+    sub.after = message(3).key  # the replay went up to 3
     for seq in (2, 3, 4):  # delivered while the replay was being written
         hub.deliver(message(seq))
 
     async def drain() -> None:
         hub.close()
 
-    reason = await sub.pump(hub, drain, always)  # type: ignore[attr-defined]
+    reason = await sub.pump(hub, drain, always)
     assert reason == "shutdown"
     assert bytes(t.data) == chunk(message(4).sse())
 
@@ -125,15 +126,15 @@ async def test_queue_overflow_drops_only_the_slow_client() -> None:
     hub = Hub(queue_size=3)
     slow, slow_sub = subscribe(hub)
     fast, fast_sub = subscribe(hub)
-    fast_sub.direct = True  # type: ignore[attr-defined]
+    fast_sub.direct = True
     slow.writing_paused = True
     for seq in range(1, 4):
         hub.deliver(message(seq))
-    assert not slow.aborted and slow_sub.queue.qsize() == 3  # type: ignore[attr-defined]
+    assert not slow.aborted and slow_sub.queue.qsize() == 3
     hub.deliver(message(4))  # the fourth does not fit: disconnect
     assert slow.aborted and hub.slow_dropped == 1
-    assert slow_sub.reason == "slow"  # type: ignore[attr-defined]
-    assert slow_sub.queue.get_nowait() is CLOSE  # type: ignore[attr-defined]
+    assert slow_sub.reason == "slow"
+    assert slow_sub.queue.get_nowait() is CLOSE
     assert hub.stream_clients == 1
     hub.deliver(message(5))
     assert bytes(fast.data) == b"".join(sse_chunk(message(i)) for i in range(1, 6))
@@ -143,8 +144,8 @@ async def test_unsubscribe_is_idempotent_and_counts() -> None:
     hub = Hub(queue_size=3)
     _, sub = subscribe(hub)
     assert hub.stream_clients == 1 and hub.watching("main")
-    hub.unsubscribe(sub)  # type: ignore[arg-type]
-    hub.unsubscribe(sub)  # type: ignore[arg-type]
+    hub.unsubscribe(sub)
+    hub.unsubscribe(sub)
     assert hub.stream_clients == 0 and not hub.watching("main")
 
 
@@ -162,10 +163,10 @@ async def test_waiters_wake_on_their_room_only() -> None:
 async def test_ping_every_subscriber_with_nothing_queued() -> None:
     hub = Hub(queue_size=3)
     idle, idle_sub = subscribe(hub)
-    idle_sub.direct = True  # type: ignore[attr-defined]
+    idle_sub.direct = True
     waiting, _ = subscribe(hub)  # not direct (its pump waits), but nothing is queued for it
     busy, busy_sub = subscribe(hub)
-    busy_sub.queue.put_nowait(message(1))  # type: ignore[attr-defined]
+    busy_sub.queue.put_nowait(message(1))
     hub.ping()
     assert bytes(idle.data) == bytes(waiting.data) == chunk(PING) and bytes(busy.data) == b""
 
@@ -175,10 +176,10 @@ async def test_close_ends_streams_and_wakes_waiters_and_refuses_new_ones() -> No
     _, sub = subscribe(hub)
     fut = hub.wait("main")
     hub.close()
-    assert fut.done() and sub.queue.get_nowait() is CLOSE  # type: ignore[attr-defined]
+    assert fut.done() and sub.queue.get_nowait() is CLOSE
     assert hub.stream_clients == 0 and hub.poll_waiters == 0
     _, late = subscribe(hub)
-    assert late.reason == "shutdown" and hub.stream_clients == 0  # type: ignore[attr-defined]
+    assert late.reason == "shutdown" and hub.stream_clients == 0
     assert hub.wait("main").done()
 
 
@@ -205,4 +206,4 @@ async def test_sweep_drops_a_subscriber_whose_socket_stays_full() -> None:
     busy.writing_paused = True
     hub.sweep(103.0)  # two seconds of accepting nothing
     assert stuck.aborted and hub.dropped["stalled"] == 1 and hub.stream_clients == 1
-    assert not busy.aborted and busy_sub.stalled_since == 103.0  # type: ignore[attr-defined]
+    assert not busy.aborted and busy_sub.stalled_since == 103.0
