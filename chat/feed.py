@@ -100,7 +100,7 @@ class Feed:
             found = self._from_ram(room, cursor, limit)
         if found is None:
             found = await self._from_store(room, cursor, limit)
-        return self._capped(found)
+        return self._capped(found, newest=cursor is None or found.reset is not None)
 
     def _from_ram(self, room: str, cursor: str | None, limit: int) -> Replay | None:
         w = self.history.window(room)
@@ -173,13 +173,20 @@ class Feed:
                           create=settled and store.settled(room)
                           and generation == history.generation)
 
-    def _capped(self, replay: Replay) -> Replay:
-        """At most ``max_reply_bytes`` of messages (always at least one)."""
-        total, budget = 0, self.max_reply_bytes
-        for i, m in enumerate(replay.messages):
-            total += len(m.data)
-            if total > budget and i:
-                return replay._replace(messages=replay.messages[:i], more=True)
+    def _capped(self, replay: Replay, newest: bool) -> Replay:
+        """At most ``max_reply_bytes`` of messages (always at least one): the first ones after a
+        cursor (the client asks again from the last), or the newest ones of a page or a reset
+        (the base moves up to just before them)."""
+        messages, budget, total = replay.messages, self.max_reply_bytes, 0
+        order = range(len(messages) - 1, -1, -1) if newest else range(len(messages))
+        for n, i in enumerate(order):
+            total += len(messages[i].data)
+            if total > budget and n:
+                if newest:
+                    kept = messages[i + 1:]
+                    return replay._replace(messages=kept, base=format_id(kept[0].epoch,
+                                                                         kept[0].seq - 1))
+                return replay._replace(messages=messages[:i], more=True)
         return replay
 
     async def older(self, room: str, before: str | None, limit: int) -> tuple[Replay, bool]:
