@@ -92,14 +92,20 @@ class Feed:
 
     # ---- reading -------------------------------------------------------------------------
 
-    async def read(self, room: str, cursor: str | None, limit: int | None = None) -> Replay:
-        """Up to ``limit`` messages after ``cursor`` (None: the newest), within the reply cap."""
+    async def read(self, room: str, cursor: str | None, limit: int | None = None, *,
+                   cap: bool = True) -> Replay:
+        """Up to ``limit`` messages after ``cursor`` (None: the newest), within the reply cap
+        (``cap``), and ``earliest``: the first of the newest ``limit``, paged from the oldest."""
+        if cursor == EARLIEST:
+            cursor = (await self.read(room, None, limit, cap=False)).base
         limit = limit or self.page_size
         found = self._from_ram(room, cursor, limit)
         if found is None and await self._prime(room):
             found = self._from_ram(room, cursor, limit)
         if found is None:
             found = await self._from_store(room, cursor, limit)
+        if not cap:
+            return found
         return self._capped(found, newest=cursor is None or found.reset is not None)
 
     def _from_ram(self, room: str, cursor: str | None, limit: int) -> Replay | None:
@@ -289,7 +295,7 @@ class Stream:
             w = feed.history.window(sub.room)
             sub.after = None if w is None else w.key
             return b""
-        replay = await feed.read(sub.room, None if cursor == EARLIEST else cursor)
+        replay = await feed.read(sub.room, cursor)
         out = [] if replay.reset is None else [reset_frame(replay.reset, replay.base)]
         self._sent(replay)
         out.append(frames(replay.messages))
