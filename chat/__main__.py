@@ -8,6 +8,7 @@ import gc
 import ipaddress
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -71,6 +72,22 @@ def _store(text: str) -> str:
     raise argparse.ArgumentTypeError(f"expected 'memory' or a redis:// URL, got {text!r}")
 
 
+# RFC 6750's b64token: what a generated key is made of (secrets.token_urlsafe, hex, base64).
+_API_KEY_RE = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+
+
+def _api_keys(text: str) -> tuple[str, ...]:
+    """Comma-separated bearer keys. An error names a key by its place, never by its value."""
+    keys = tuple(part.strip() for part in text.split(",") if part.strip())
+    for place, key in enumerate(keys, 1):
+        if not _API_KEY_RE.fullmatch(key):
+            raise argparse.ArgumentTypeError(
+                f"API key {place} of {len(keys)} has a character a bearer token cannot have "
+                "(use A-Z a-z 0-9 - . _ ~ + /, e.g. python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')")
+    return keys
+
+
 def _flag(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
         return True
@@ -122,6 +139,14 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--body-timeout", "body_timeout", _seconds, "seconds a request body may take to arrive"),
     ("--stall-timeout", "stall_timeout", _seconds,
      "seconds a stream's socket may accept nothing before the client is dropped"),
+    # The publish API (chat/api.py).
+    ("--api-keys", "api_keys", _api_keys,
+     "comma-separated keys for POST /api/ (Authorization: Bearer KEY); none: /api/ answers 401. "
+     "Prefer CHAT_API_KEYS: other users of the machine can see a command line"),
+    ("--api-post-rate", "api_post_rate", _rate,
+     "messages per second one API key may post, sustained (0: off)"),
+    ("--api-post-burst", "api_post_burst", _int_range(1, 1_000_000),
+     "messages one API key may post at once before --api-post-rate applies"),
 ]
 
 

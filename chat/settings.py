@@ -48,6 +48,13 @@ class Settings:
     # write buffer staying full). With the heartbeat, a half-open client is noticed within
     # ping_interval + stall_timeout: two heartbeat intervals with the defaults.
     stall_timeout: float = 15.0
+    # ---- the publish API (/api/, chat/api.py) ----
+    # Keys accepted as "Authorization: Bearer <key>"; none: every /api/ request is 401. Left out
+    # of repr() so that no log line or error that shows the settings can show a key.
+    api_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    # Posts per second per API key (sustained) and at once: programs post faster than people.
+    api_post_rate: float = 100.0
+    api_post_burst: int = 200
     # "memory" or a redis:// URL.
     store: str = "memory"
     # Processes serving the port (under gunicorn); more than one needs a shared store (Redis).
