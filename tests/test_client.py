@@ -355,10 +355,10 @@ def test_backoff_is_capped_jittered_and_resets() -> None:
 
 
 def test_the_client_imports_nothing_of_the_server() -> None:
-    code = ("import json, sys, chat.client; "
+    code = ("import json, sys, chat.client, chat.tail, chat.post; "
             "print(json.dumps([m for m in sys.modules if m.startswith('chat') or m == 'aiohttp.web']))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=30, check=True)
     loaded = set(json.loads(result.stdout))
-    assert loaded <= {"chat", "chat.client"} | {
+    assert loaded <= {"chat", "chat.client", "chat.tail", "chat.post"} | {
         m for m in loaded if m.startswith("chat.client.")}, loaded
