@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -76,10 +77,27 @@ def flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected 1/0, true/false, yes/no or on/off, got {text!r}")
 
 
-def _opt(default: Any, help: str, parse: Callable[[str], Any] = str, *, shown: str = "") -> Any:
+_API_KEY_RE = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 6750's b64token
+
+
+def api_keys(text: str) -> tuple[str, ...]:
+    """Comma-separated bearer keys. An error names a key by its place, never by its value."""
+    keys = tuple(part.strip() for part in text.split(",") if part.strip())
+    for place, key in enumerate(keys, 1):
+        if not _API_KEY_RE.fullmatch(key):
+            raise argparse.ArgumentTypeError(
+                f"API key {place} of {len(keys)} has a character a bearer token cannot have "
+                "(use A-Z a-z 0-9 - . _ ~ + /, e.g. python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')")
+    return keys
+
+
+def _opt(default: Any, help: str, parse: Callable[[str], Any] = str, *, shown: str = "",
+         secret: bool = False) -> Any:
     """A field that is also a command-line option and a CHAT_* variable. ``shown``: the default
-    as the README's table shows it, when ``str(default)`` would not say it well."""
-    return dataclasses.field(default=default,
+    as the README's table shows it, when ``str(default)`` would not say it well. ``secret``:
+    never in the settings' repr (so never in a log or a traceback)."""
+    return dataclasses.field(default=default, repr=not secret,
                              metadata={"help": help, "parse": parse, "shown": shown})
 
 
@@ -137,6 +155,15 @@ class Settings:
                                       "client is dropped", seconds)
     shutdown_timeout: float = _opt(1.0, "seconds shutdown waits for requests still running",
                                    seconds)
+    # ---- the publish API (/api/) ----
+    api_keys: tuple[str, ...] = _opt((), "comma-separated keys for POST /api/ (Authorization: "
+                                         "Bearer KEY); none: /api/ answers 401. Prefer "
+                                         "CHAT_API_KEYS: a command line is visible to other "
+                                         "users", api_keys, shown="none", secret=True)
+    api_post_rate: float = _opt(100.0, "messages per second one API key may post, sustained "
+                                       "(0: off)", rate)
+    api_post_burst: int = _opt(200, "messages one API key may post at once before "
+                                    "--api-post-rate applies", int_range(1, 1_000_000))
     # ---- Redis ----
     redis_timeout: float = _opt(2.0, "seconds a Redis command, or a wait for a Redis "
                                      "connection, may take before the request is answered 503",

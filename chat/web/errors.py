@@ -1,4 +1,4 @@
-"""Error responses: JSON ``{"error": "..."}`` for everything under /a/, and the page headers."""
+"""Error responses: JSON ``{"error": "..."}`` for everything under /a/ and /api/, and the page headers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ..stores.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-API_PREFIX = "/a/"
+API_PREFIXES = ("/a/", "/api/")
 
 
 def _words(request: web.Request, exc: web.HTTPException) -> str:
@@ -31,13 +31,14 @@ def json_error(status: int, message: str, headers: dict[str, str] | None = None)
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    api = request.path.startswith(API_PREFIX)
+    api = request.path.startswith(API_PREFIXES)
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if not api or exc.status < 400:
             raise
-        keep = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        keep = {k: v for k, v in exc.headers.items()
+                if k in ("Allow", "Retry-After", "WWW-Authenticate")}
         response = json_error(exc.status, _words(request, exc), keep)
         # An error that ends the connection (the body could not be read) must say so.
         if exc.keep_alive is False or exc.headers.get("Connection", "").lower() == "close":

@@ -26,19 +26,51 @@ log = logging.getLogger("chat.limits")
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+class TokenBuckets:
+    """A token bucket per client: ``burst`` posts at once, refilled at ``rate`` per second."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, when)
+        self._prune_at = 1024
+
+    def take(self, client: str) -> float:
+        """0 if the client may post now, else the seconds until it may."""
+        if self.rate <= 0:
+            return 0.0
+        now = self.clock()
+        tokens, then = self._buckets.get(client, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+        if tokens < 1:
+            self._buckets[client] = (tokens, now)
+            return (1 - tokens) / self.rate
+        self._buckets[client] = (tokens - 1, now)
+        if len(self._buckets) >= self._prune_at:
+            self._prune(now)
+        return 0.0
+
+    def _prune(self, now: float) -> None:
+        """Forget clients whose bucket has refilled: they are as if never seen."""
+        full = [c for c, (tokens, then) in self._buckets.items()
+                if tokens + (now - then) * self.rate >= self.burst]
+        for c in full:
+            del self._buckets[c]
+        self._prune_at = max(1024, 2 * len(self._buckets))
+
+
 class Limits:
     """The counters behind every limit; no I/O, and a clock that tests may replace."""
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = settings.post_rate
-        self.burst = settings.post_burst
+        self.posts = TokenBuckets(settings.post_rate, settings.post_burst, clock)
+        # Posts to /api/, per API key: programs post faster than people, so they have their own.
+        self.api_posts = TokenBuckets(settings.api_post_rate, settings.api_post_burst, clock)
         self.per_client = settings.max_client_connections
         self.total = settings.max_clients
         self.proxies: list[_Network] = [ipaddress.ip_network(p, strict=False)
                                         for p in settings.trusted_proxies]
-        self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, when)
-        self._prune_at = 1024
         self._open: dict[str, int] = {}
         self.open_total = 0
         self.refused: Counter[str] = Counter()
@@ -83,26 +115,7 @@ class Limits:
     # ---- posts: token bucket ----
     def take_post(self, client: str) -> float:
         """0 if the client may post now, else the seconds until it may."""
-        if self.rate <= 0:
-            return 0.0
-        now = self.clock()
-        tokens, then = self._buckets.get(client, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - then) * self.rate)
-        if tokens < 1:
-            self._buckets[client] = (tokens, now)
-            return (1 - tokens) / self.rate
-        self._buckets[client] = (tokens - 1, now)
-        if len(self._buckets) >= self._prune_at:
-            self._prune(now)
-        return 0.0
-
-    def _prune(self, now: float) -> None:
-        """Forget clients whose bucket has refilled: they are as if never seen."""
-        full = [c for c, (tokens, then) in self._buckets.items()
-                if tokens + (now - then) * self.rate >= self.burst]
-        for c in full:
-            del self._buckets[c]
-        self._prune_at = max(1024, 2 * len(self._buckets))
+        return self.posts.take(client)
 
     # ---- streams and polls: concurrency ----
     def acquire(self, client: str) -> str | None:
@@ -133,6 +146,7 @@ def refuse(request: web.Request, client: str, reason: str, status: int,
                 reason, client, request.method, request.path, status, wait)
     words = {
         "posts": f"too many messages; wait {wait} s",
+        "api_posts": f"too many messages for this API key; wait {wait} s",
         "client_connections": f"too many open streams and polls from your address "
                               f"(at most {limits.per_client})",
         "process_clients": "the server is full; try again shortly",

@@ -27,7 +27,7 @@ class ChatCollector(Collector):
         limits = self.limits
         refused = CounterMetricFamily("chat_rate_limited", "Requests refused by a limit.",
                                       labels=["reason"])
-        for reason in ("posts", "client_connections", "process_clients"):
+        for reason in ("posts", "api_posts", "client_connections", "process_clients"):
             refused.add_metric([reason], limits.refused[reason])
         yield refused
         yield GaugeMetricFamily("chat_open_connections",

@@ -70,7 +70,7 @@ def test_idle_buckets_are_forgotten() -> None:
     for i in range(5000):
         limits.take_post(f"10.0.{i // 256}.{i % 256}")
         now[0] += 0.01
-    assert len(limits._buckets) < 2100  # only those seen in the last few seconds remain
+    assert len(limits.posts._buckets) < 2100  # only those seen in the last few seconds remain
 
 
 def test_post_rate_zero_is_off() -> None:
