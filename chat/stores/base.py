@@ -66,6 +66,11 @@ class Store(Protocol):
 
     async def healthy(self) -> bool: ...
 
+    async def secret(self) -> bytes:
+        """A random server secret (XSRF tokens are signed with it), made once and kept where the
+        store keeps its data, so every process of the store shares it: in RAM for the memory
+        store (a restart makes a new one), in Redis, beside the SQLite file."""
+
     def now_ms(self) -> int:
         """The store's clock, which dates the epochs of new histories (Unix milliseconds)."""
 

@@ -7,6 +7,7 @@ cursor into it resets ("evicted").
 
 from __future__ import annotations
 
+import secrets
 import time
 
 from ..core.history import History
@@ -22,6 +23,7 @@ class MemoryStore:
         self._render = render
         self._listener: Listener | None = None
         self._last_epoch_ms = 0
+        self._secret = b""
 
     connected = True
 
@@ -40,6 +42,11 @@ class MemoryStore:
 
     async def healthy(self) -> bool:
         return True
+
+    async def secret(self) -> bytes:
+        if not self._secret:
+            self._secret = secrets.token_bytes(32)
+        return self._secret
 
     async def publish(self, room: str, body: str, name: str | None,
                       client_key: str | None = None) -> Posted:

@@ -23,6 +23,7 @@ from typing import Final
 
 PREFIX: Final = "chat:"
 EPOCH_KEY: Final = f"{PREFIX}epoch"
+SECRET_KEY: Final = f"{PREFIX}secret"  # the server secret every process shares (made once)
 
 
 def meta_key(room: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from typing import Any, Final
 
@@ -30,7 +31,7 @@ from ...core.message import Message, Renderer, make_message
 from ...settings import Settings
 from ..base import Listener, Posted, StoreUnavailable
 from .reader import BLOCK_MS, Reader, to_message
-from .scripts import EPOCH_KEY, PUBLISH, READ, meta_key, stream_key
+from .scripts import EPOCH_KEY, PUBLISH, READ, SECRET_KEY, meta_key, stream_key
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,11 @@ class RedisStore:
         return False  # another process may have stored a message our reader has not read yet
 
     # ---- life ------------------------------------------------------------------------------
+
+    async def secret(self) -> bytes:
+        await self._call(self._redis.set(SECRET_KEY, secrets.token_hex(32), nx=True))
+        value = await self._call(self._redis.get(SECRET_KEY))
+        return bytes.fromhex(value.decode())
 
     async def healthy(self) -> bool:
         try:
