@@ -155,6 +155,10 @@ class Settings:
                                       "client is dropped", seconds)
     shutdown_timeout: float = _opt(1.0, "seconds shutdown waits for requests still running",
                                    seconds)
+    idempotency_window: float = _opt(300.0, "seconds a client_key / Idempotency-Key is "
+                                            "remembered by the memory and Redis stores (SQLite: "
+                                            "24 hours)", float_range(60, 7 * 86400, "seconds",
+                                                                    low_ok=True))
     # ---- the publish API (/api/) ----
     api_keys: tuple[str, ...] = _opt((), "comma-separated keys for POST /api/ (Authorization: "
                                          "Bearer KEY); none: /api/ answers 401. Prefer "

@@ -30,6 +30,10 @@ class Posted(NamedTuple):
 class KeyConflict(Exception):
     """The ``client_key`` was used in this room for another message body (422)."""
 
+    def __init__(self) -> None:
+        super().__init__("this key was used for another message in this room; a retry must "
+                         "send the same body and name, a new message a new key")
+
 
 class Listener(Protocol):
     """The feed, as a store sees it."""

@@ -11,15 +11,17 @@ import secrets
 import time
 
 from ..core.history import History
+from ..core.idempotency import Ledger, fingerprint
 from ..core.ids import Room, epoch_of, new_store_id
 from ..core.message import Message, Renderer, make_message
-from .base import Listener, Posted
+from .base import KeyConflict, Listener, Posted
 
 
 class MemoryStore:
-    def __init__(self, history: History, render: Renderer) -> None:
+    def __init__(self, history: History, render: Renderer, keys: Ledger) -> None:
         self.store_id = new_store_id()
         self.history = history
+        self.keys = keys
         self._render = render
         self._listener: Listener | None = None
         self._last_epoch_ms = 0
@@ -51,6 +53,14 @@ class MemoryStore:
     async def publish(self, room: str, body: str, name: str | None,
                       client_key: str | None = None) -> Posted:
         assert self._listener is not None
+        print_ = ""
+        if client_key is not None:
+            print_ = fingerprint(body, name)
+            seen = self.keys.get(room, client_key)
+            if seen is not None:
+                if seen[0] != print_:
+                    raise KeyConflict()
+                return Posted(seen[1], replayed=True)
         w = self.history.window(room)
         if w is None:
             # A new history: dated after every earlier one, so no old cursor can match it.
@@ -60,6 +70,8 @@ class MemoryStore:
             epoch, seq = w.epoch, w.last + 1
         message = make_message(room, epoch, seq, body, name, time.time(), self._render)
         self._listener.accept(message)
+        if client_key is not None:
+            self.keys.put(room, client_key, print_, message)
         return Posted(message)
 
     def _room(self, room: str) -> Room:

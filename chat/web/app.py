@@ -10,6 +10,7 @@ from aiohttp import web
 
 from ..core.history import History
 from ..core.hub import Hub
+from ..core.idempotency import Ledger
 from ..feed import Feed
 from ..settings import Settings
 from ..stores.base import Store
@@ -41,7 +42,9 @@ def create_app(settings: Settings | None = None) -> web.Application:
 def open_store(settings: Settings, history: History, app: web.Application) -> Store:
     render = message_renderer(app)
     if settings.store == "memory":
-        return MemoryStore(history, render)
+        # Keys pin the messages they stored: at most an eighth of the history budget's worth.
+        keys = Ledger(settings.idempotency_window, settings.history_bytes // 8)
+        return MemoryStore(history, render, keys)
     from ..stores.redis.store import RedisStore  # imported only here: redis is an optional extra
 
     return RedisStore(settings, render)

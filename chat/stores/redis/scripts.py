@@ -12,6 +12,10 @@
     ``e`` (epoch), ``b`` (body), ``n`` (name, '' for none) and ``t`` (ts). A history that begins
     after another one expired begins at a later millisecond, so its entries sort after the old
     ones and a reader blocked after an old entry still reads them.
+  - ``chat:{room}:k:<key>``, a hash per idempotency key: ``f`` (the fingerprint of body and
+    name), and the message it stored (``e``, ``s``, ``b``, ``n``, ``t``), for
+    --idempotency-window. It is checked and written by the same script as the append, so two
+    processes posting one key at once store one message.
 
 A read never writes (an empty room has no keys). Entries are removed only by our own trimming
 (``MAXLEN ~ --retain-messages``), so the oldest entry tells what is still kept.
@@ -32,6 +36,12 @@ def meta_key(room: str) -> str:
 
 def stream_key(room: str) -> str:
     return f"{PREFIX}{{{room}}}:s"
+
+
+def client_key(room: str, key: str) -> str:
+    """What ``key`` stored in ``room``: a hash of its fingerprint and the message, expiring after
+    --idempotency-window."""
+    return f"{PREFIX}{{{room}}}:k:{key}"
 
 
 def room_of(stream: str) -> str:
@@ -67,15 +77,23 @@ local function floor_of(stream, n)
 end
 """
 
-# KEYS: meta, stream, epoch key.
+# KEYS: meta, stream, epoch key, [the idempotency key's hash].
 # ARGV: a new store id (used if the deployment has none yet), retain (MAXLEN ~), room TTL in ms,
-#       deadline in Redis ms ('0': none), body, name ('' for none), ts.
-# Returns {epoch, seq}, or false when the deadline has passed: the caller has already answered
-# 503, so a command that reaches Redis late must store nothing.
+#       deadline in Redis ms ('0': none), body, name ('' for none), ts, [fingerprint, window ms].
+# Returns {epoch, seq}; {epoch, seq, body, name, ts} when the key stored that message before;
+# {'conflict'} when it stored another body; or false when the deadline has passed: the caller
+# has already answered 503, so a command that reaches Redis late must store nothing.
 PUBLISH: Final = _HELPERS + """
 local now = now_ms()
 local deadline = tonumber(ARGV[4])
 if deadline > 0 and now > deadline then return false end
+if KEYS[4] then
+  local seen = redis.call('HMGET', KEYS[4], 'f', 'e', 's', 'b', 'n', 't')
+  if seen[1] then
+    if seen[1] ~= ARGV[8] then return {'conflict'} end
+    return {seen[2], seen[3], seen[4], seen[5], seen[6]}
+  end
+end
 local meta = redis.call('HMGET', KEYS[1], 'e', 't', 'n')
 local epoch, t, seq = meta[1], tonumber(meta[2]), tonumber(meta[3])
 if epoch then
@@ -100,6 +118,11 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], t .. '-' .. seq,
 redis.call('HSET', KEYS[1], 'e', epoch, 't', t, 'n', seq)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if KEYS[4] then
+  redis.call('HSET', KEYS[4], 'f', ARGV[8], 'e', epoch, 's', seq, 'b', ARGV[5], 'n', ARGV[6],
+             't', ARGV[7])
+  redis.call('PEXPIRE', KEYS[4], ARGV[9])
+end
 return {epoch, seq}
 """
 

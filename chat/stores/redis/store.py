@@ -26,10 +26,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError, ReadOnlyError, RedisError, TimeoutError
 
+from ...core.idempotency import fingerprint
 from ...core.ids import Room, epoch_ms, new_store_id
 from ...core.message import Message, Renderer, make_message
 from ...settings import Settings
-from ..base import Listener, Posted, StoreUnavailable
+from ..base import KeyConflict, Listener, Posted, StoreUnavailable
+from . import scripts
 from .reader import BLOCK_MS, Reader, to_message
 from .scripts import EPOCH_KEY, PUBLISH, READ, SECRET_KEY, meta_key, stream_key
 
@@ -55,6 +57,7 @@ class RedisStore:
         self._url = settings.store
         self._retain = settings.retain_messages
         self._ttl_ms = int(settings.room_ttl * 1000)
+        self._key_window_ms = int(settings.idempotency_window * 1000)
         self._timeout = settings.redis_timeout
         self._backoff = settings.redis_backoff
         self._render = render
@@ -89,11 +92,22 @@ class RedisStore:
         # Redis refuses the script once we would have given up on it (half the timeout leaves
         # the other half for the reply), so a 503 here means nothing was stored.
         deadline = self.now_ms() + int(self._timeout * 500)
-        args: list[Any] = [new_store_id(), self._retain, self._ttl_ms, deadline, body, name or "", repr(ts)]
-        reply = await self._call(self._publish(keys=self._keys(room), args=args))
+        args: list[Any] = [new_store_id(), self._retain, self._ttl_ms, deadline, body,
+                           name or "", repr(ts)]
+        keys = self._keys(room)
+        if client_key is not None:
+            keys.append(scripts.client_key(room, client_key))
+            args += [fingerprint(body, name), self._key_window_ms]
+        reply = await self._call(self._publish(keys=keys, args=args))
         if reply is None:
             raise StoreUnavailable("Redis ran the publish after its deadline; nothing was stored")
+        if reply[0] == b"conflict":
+            raise KeyConflict()
         epoch, seq = reply[0].decode(), int(reply[1])
+        if len(reply) == 5:  # the key stored this message before: the same message again
+            first = make_message(room, epoch, seq, reply[2].decode(), reply[3].decode() or None,
+                                 float(reply[4]), self._render)
+            return Posted(first, replayed=True)
         message = make_message(room, epoch, seq, body, name, ts, self._render)
         reader = self._reader
         if reader is not None and reader.reading(room):  # the reader hands over this very object
