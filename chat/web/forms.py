@@ -86,11 +86,33 @@ async def _parse(request: web.Request) -> MultiDictProxy[Any]:
         return await request.post()
     # URL-encoded: parsed here rather than by aiohttp, whose decoding turns percent-escapes that
     # are not valid in the charset (%FF in UTF-8) into U+FFFD silently. Here they are a 400.
-    charset = request.charset or "utf-8"
-    text = (await request.read()).rstrip().decode(charset)
-    pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, encoding=charset,
-                                   errors="strict", max_num_fields=_MAX_FIELDS)
+    pairs = parse_urlencoded(await request.read(), request.charset or "utf-8")
     return MultiDictProxy(MultiDict(pairs))
+
+
+def parse_urlencoded(raw: bytes, charset: str) -> list[tuple[str, str]]:
+    """``application/x-www-form-urlencoded`` pairs, as ``urllib.parse.parse_qsl`` with blank
+    values kept and strict decoding, but in C speed: urllib decodes each ``%XX`` in Python,
+    which made a post of 4,096 emoji (49,152 escapes) cost 3 ms of the event loop."""
+    raw = raw.rstrip()
+    if raw.count(b"&") >= _MAX_FIELDS:
+        raise ValueError(f"more than {_MAX_FIELDS} fields")
+    pairs = []
+    for field in raw.split(b"&"):
+        if field:
+            name, _, value = field.partition(b"=")
+            pairs.append((_unquote(name).decode(charset), _unquote(value).decode(charset)))
+    return pairs
+
+
+def _unquote(part: bytes) -> bytes:
+    part = part.replace(b"+", b" ")
+    if b"%" not in part:
+        return part
+    try:  # every "%XX" made a "\xXX" escape (backslashes themselves escaped first)
+        return codecs.escape_decode(part.replace(b"\\", b"\\\\").replace(b"%", b"\\x"))[0]
+    except ValueError:  # a "%" without two hex digits after it stays as it is, as in browsers
+        return urllib.parse.unquote_to_bytes(part)
 
 
 def _why(exc: Exception) -> str:

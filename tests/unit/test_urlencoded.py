@@ -1,0 +1,52 @@
+"""forms.parse_urlencoded: the same pairs as urllib.parse.parse_qsl (strict, blanks kept), faster."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import pytest
+from hypothesis import example, given
+from hypothesis import settings as budget
+from hypothesis import strategies as st
+
+from chat.web.forms import parse_urlencoded
+
+from ..support import examples
+
+PIECES = ["%", "%4", "%41", "%e2%82%ac", "%F0%9F%98%80", "%zz", "%C3", "+", "=", "&", "\\",
+          "\\x41", "%5C", "a", "é", "😀", " "]
+
+
+def reference(raw: bytes, charset: str) -> object:
+    try:
+        return urllib.parse.parse_qsl(raw.rstrip().decode(charset), keep_blank_values=True,
+                                      encoding=charset, errors="strict", max_num_fields=1000)
+    except (UnicodeDecodeError, ValueError) as exc:
+        return type(exc)
+
+
+def ours(raw: bytes, charset: str) -> object:
+    try:
+        return parse_urlencoded(raw, charset)
+    except (UnicodeDecodeError, ValueError) as exc:
+        return type(exc)
+
+
+@budget(max_examples=examples(500))
+@given(text=st.lists(st.sampled_from(PIECES) | st.text(max_size=3), max_size=20).map("".join),
+       charset=st.sampled_from(["utf-8", "latin-1", "cp1252"]))
+@example(text="a=1&&b=&=c&d", charset="utf-8")
+@example(text="&" * 999, charset="utf-8")
+@example(text="&" * 1000, charset="utf-8")
+def test_same_pairs_as_urllib(text: str, charset: str) -> None:
+    raw = text.encode("utf-8")
+    assert ours(raw, charset) == reference(raw, charset)
+
+
+@pytest.mark.parametrize("raw, pairs", [
+    (b"body=%F0%9F%98%80+%21", [("body", "😀 !")]),
+    (b"a=%zz%41", [("a", "%zzA")]),  # a % without two hex digits stays
+    (b"a=\\x41", [("a", "\\x41")]),  # a backslash is only a backslash
+])
+def test_examples(raw: bytes, pairs: list[tuple[str, str]]) -> None:
+    assert parse_urlencoded(raw, "utf-8") == pairs
