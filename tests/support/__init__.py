@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -199,8 +199,17 @@ async def until(probe: Callable[[], Any], value: Any, timeout: float = 10.0) -> 
         await asyncio.sleep(0.02)
 
 
+# What the server logs once it listens: aiohttp's line (one process), gunicorn's (--workers).
+_LISTENING = re.compile(rb"(?:Running on|Listening at:) http://\[?[^\s\]]*\]?:(\d+)")
+
+
 class ServerProcess:
-    """A real ``python -m chat`` on a free port: the production start path."""
+    """A real ``python -m chat``: the production start path.
+
+    The first start passes ``--port 0``: the server binds a free port itself and logs it, so no
+    other process can take the port between choosing and binding it. ``start(port)`` asks for a
+    given port (a restart where clients left it), retrying while the port is still busy.
+    """
 
     def __init__(self, *args: str, env: dict[str, str] | None = None,
                  host: str = "127.0.0.1") -> None:
@@ -214,24 +223,25 @@ class ServerProcess:
         return f"http://{self.host}:{self.port}"
 
     def start(self, port: int = 0, timeout: float = 15.0) -> ServerProcess:
-        for _ in range(3):  # a free port can be taken between probing and binding: retry
-            self.port = port or free_port()
+        deadline = time.monotonic() + timeout
+        while True:
             self.log.seek(0)
             self.log.truncate()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "chat", "--host", self.host, "--port", str(self.port),
+                [sys.executable, "-m", "chat", "--host", self.host, "--port", str(port),
                  *self.args],
                 stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})})
-            deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self.proc.poll() is None:
-                with contextlib.suppress(OSError), socket.create_connection(
-                        (self.host, self.port), timeout=0.2):
+                found = _LISTENING.search(self.output().encode())
+                if found:
+                    self.port = int(found.group(1))
                     return self
                 time.sleep(0.02)
+            busy = "address already in use" in self.output().lower()
             self.stop()
-            if port:
-                break
-        raise RuntimeError(f"python -m chat did not start:\n{self.output()}")
+            if not (port and busy and time.monotonic() < deadline):
+                raise RuntimeError(f"python -m chat did not start:\n{self.output()}")
+            time.sleep(0.1)  # the port of the last run is still held: try again
 
     def output(self) -> str:
         self.log.seek(0)
