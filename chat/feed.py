@@ -31,6 +31,7 @@ from .core.history import History
 from .core.hub import Hub, Sink, Subscriber
 from .core.ids import EARLIEST, Room, empty_base, format_id, judge, order, parse
 from .core.message import Message, frames, reset_frame
+from .presence import Rooms
 from .stores.base import Posted, Store, StoreUnavailable
 
 
@@ -53,11 +54,12 @@ class Replay(NamedTuple):
 
 
 class Feed:
-    def __init__(self, store: Store, history: History, hub: Hub, *, page_size: int,
+    def __init__(self, store: Store, history: History, hub: Hub, rooms: Rooms, *, page_size: int,
                  max_reply_bytes: int) -> None:
         self.store = store
         self.history = history
         self.hub = hub
+        self.rooms = rooms  # presence and typing
         self.page_size = page_size  # how many messages a page or a reset shows: --history
         self.max_reply_bytes = max_reply_bytes
         self._reads: dict[tuple[str, int | None, int], asyncio.Future[tuple[Room, list[Message]]]] = {}
@@ -80,6 +82,12 @@ class Feed:
 
     def watching(self, room: str) -> bool:
         return self.hub.watching(room)
+
+    def typed(self, room: str, name: str, until: float) -> None:
+        self.rooms.typed(room, name, until)
+
+    def changed(self, room: str) -> None:
+        self.rooms.changed(room)
 
     # ---- posting -------------------------------------------------------------------------
 
@@ -143,7 +151,7 @@ class Feed:
         if messages:
             return format_id(messages[0].epoch, messages[0].seq - 1)
         if state.epoch is None:
-            return empty_base(self.store.store_id, self.store.now_ms())
+            return empty_base(self.store.store_id, state.asof or self.store.now_ms())
         return format_id(state.epoch, state.last)
 
     async def _store_read(self, room: str, after: int | None,
@@ -231,14 +239,22 @@ class Feed:
 
     # ---- long-poll -------------------------------------------------------------------------
 
-    async def poll(self, room: str, cursor: str | None, wait: float) -> Replay | None:
+    async def poll(self, room: str, cursor: str | None, wait: float,
+                   name: str | None = None) -> Replay | None:
         """What ``/a/message/updates`` answers: messages after ``cursor`` now, or as soon as some
         arrive, or None after ``wait`` seconds (or at shutdown). An untrusted cursor's reset is kept
-        until there is something to send with it."""
+        until there is something to send with it. The poller is present (as ``name``) meanwhile."""
+        await self.store.watch(room)
+        counted = self.rooms.join(room, name)
+        try:
+            return await self._poll(room, cursor, wait)
+        finally:
+            self.rooms.leave(room, counted)
+
+    async def _poll(self, room: str, cursor: str | None, wait: float) -> Replay | None:
         hub, loop = self.hub, self.hub.loop
         deadline = loop.time() + wait
         reset: str | None = None
-        await self.store.watch(room)
         while not hub.closed:
             # Wait first, then look: a message accepted while we look still wakes us.
             woken = hub.wait(room)
@@ -262,8 +278,9 @@ class Feed:
 
     # ---- streams -------------------------------------------------------------------------
 
-    def subscribe(self, room: str, transport: Any, sink: Sink, chunked: bool) -> Stream:
-        return Stream(self, self.hub.subscribe(room, transport, sink, chunked))
+    def subscribe(self, room: str, transport: Any, sink: Sink, chunked: bool,
+                  name: str | None = None) -> Stream:
+        return Stream(self, self.hub.subscribe(room, transport, sink, chunked), name)
 
 
 def _more(messages: list[Message], limit: int, state: Room) -> bool:
@@ -279,14 +296,18 @@ class Stream:
     """One SSE client: subscribed from the start, then ``begin`` (the first replay page, read
     before any header is sent, so a store outage is still a 503), then ``run``."""
 
-    def __init__(self, feed: Feed, sub: Subscriber) -> None:
+    def __init__(self, feed: Feed, sub: Subscriber, name: str | None) -> None:
         self.feed = feed
         self.sub = sub
+        self.name = name
         self._more: str | None = None  # cursor to continue the replay from
+        self._present = False
+        self._counted: str | None = None  # the name presence counts this stream under
 
     async def begin(self, cursor: str | None) -> bytes:
-        """The frames to send first: a reset frame if the cursor is not trusted, and the first
-        page of the replay. ``cursor``: None (live only), ``earliest``, or an id."""
+        """The frames to send first: who is here, then a reset frame if the cursor is not
+        trusted, and the first page of the replay. ``cursor``: None (live only), ``earliest``,
+        or an id. From here the client counts as present."""
         feed, sub = self.feed, self.sub
         await feed.store.watch(sub.room)
         if cursor is None:
@@ -294,12 +315,15 @@ class Stream:
                 raise StoreUnavailable("the store is out of reach; live messages cannot flow")
             w = feed.history.window(sub.room)
             sub.after = None if w is None else w.key
-            return b""
-        replay = await feed.read(sub.room, cursor)
-        out = [] if replay.reset is None else [reset_frame(replay.reset, replay.base)]
-        self._sent(replay)
-        out.append(frames(replay.messages))
-        return b"".join(out)
+            out = []
+        else:
+            replay = await feed.read(sub.room, cursor)
+            out = [] if replay.reset is None else [reset_frame(replay.reset, replay.base)]
+            self._sent(replay)
+            out.append(frames(replay.messages))
+        self._counted = feed.rooms.join(sub.room, self.name)
+        self._present = True
+        return feed.rooms.frame(sub.room) + b"".join(out)
 
     def _sent(self, replay: Replay) -> None:
         self.feed.hub.deliveries += len(replay.messages)
@@ -330,3 +354,6 @@ class Stream:
 
     def close(self) -> None:
         self.feed.hub.unsubscribe(self.sub)
+        if self._present:
+            self._present = False
+            self.feed.rooms.leave(self.sub.room, self._counted)

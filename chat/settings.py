@@ -159,6 +159,21 @@ class Settings:
                                             "remembered by the memory and Redis stores (SQLite: "
                                             "24 hours)", float_range(60, 7 * 86400, "seconds",
                                                                     low_ok=True))
+    # ---- presence and typing ----
+    presence_grace: float = _opt(15.0, "seconds a member stays listed after their last stream "
+                                       "or poll ended (a reload is not a leave and a join)",
+                                 float_range(0, 3600, "seconds", low_ok=True))
+    presence_renew: float = _opt(5.0, "seconds between a process's renewals of its presence in "
+                                      "Redis; another process drops it after three missed "
+                                      "(a killed process's members leave within that)",
+                                 float_range(0.1, 600, "seconds", low_ok=True))
+    max_presence: int = _opt(10_000, "names this process keeps in presence lists, all rooms; "
+                                     "more are counted but not listed", int_range(1, 10_000_000))
+    typing_seconds: float = _opt(5.0, "seconds a typing notice lasts ('until' = now + this)",
+                                 float_range(1, 60, "seconds", low_ok=True))
+    typing_interval: float = _opt(2.0, "seconds between typing notices relayed for one client "
+                                       "(more are coalesced)",
+                                  float_range(0, 60, "seconds", low_ok=True))
     # ---- the publish API (/api/) ----
     api_keys: tuple[str, ...] = _opt((), "comma-separated keys for POST /api/ (Authorization: "
                                          "Bearer KEY); none: /api/ answers 401. Prefer "

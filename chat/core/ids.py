@@ -83,12 +83,14 @@ class Room(NamedTuple):
 
     ``epoch`` is None while the store holds no history of the room. ``floor`` is the seq just
     before the oldest message the store still keeps (0 while it keeps the first), ``last`` the
-    newest seq.
+    newest seq. ``asof``: the store's clock when it looked (0: not said), which dates an empty
+    room's base, so that any history begun after the look is dated no earlier.
     """
 
     epoch: str | None
     floor: int = 0
     last: int = 0
+    asof: int = 0
 
 
 # (since_ms, until_ms) -> could the store have forgotten a history of some room in between?

@@ -14,6 +14,7 @@ from typing import NamedTuple, Protocol
 
 from ..core.ids import Room
 from ..core.message import Message
+from ..core.presence import View
 
 
 class StoreUnavailable(Exception):
@@ -52,6 +53,12 @@ class Listener(Protocol):
 
     def watching(self, room: str) -> bool:
         """Does a client here follow ``room`` (a stream or a waiting long-poll)?"""
+
+    def typed(self, room: str, name: str, until: float) -> None:
+        """Someone is typing in ``room`` (through this process or another) until ``until``."""
+
+    def changed(self, room: str) -> None:
+        """Another process's presence in ``room`` changed."""
 
 
 class Store(Protocol):
@@ -100,3 +107,15 @@ class Store(Protocol):
 
     def settled(self, room: str) -> bool:
         """Has every message of ``room`` stored so far reached the listener? (Redis: never sure.)"""
+
+    # ---- presence and typing (nothing of it is stored; a single-process store keeps none) ----
+
+    async def share(self, room: str, view: View, ttl: float) -> None:
+        """Tell the other processes this one's presence in ``room`` (an empty view: none), to be
+        dropped unless shared again within ``ttl`` seconds."""
+
+    async def views(self, rooms: list[str]) -> dict[str, list[View]]:
+        """The other processes' presence in ``rooms`` (views not renewed lately are dropped)."""
+
+    async def typing(self, room: str, name: str, until: float) -> None:
+        """Relay a typing notice to every process's listener (this one's included)."""

@@ -14,6 +14,7 @@ from ..core.history import History
 from ..core.idempotency import Ledger, fingerprint
 from ..core.ids import Room, epoch_of, new_store_id
 from ..core.message import Message, Renderer, make_message
+from ..core.presence import View
 from .base import KeyConflict, Listener, Posted
 
 
@@ -98,3 +99,13 @@ class MemoryStore:
 
     def settled(self, room: str) -> bool:
         return True
+
+    async def share(self, room: str, view: View, ttl: float) -> None:
+        pass  # one process: nobody to tell
+
+    async def views(self, rooms: list[str]) -> dict[str, list[View]]:
+        return {}
+
+    async def typing(self, room: str, name: str, until: float) -> None:
+        assert self._listener is not None
+        self._listener.typed(room, name, until)

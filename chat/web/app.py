@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -12,6 +11,7 @@ from ..core.history import History
 from ..core.hub import Hub
 from ..core.idempotency import Ledger
 from ..feed import Feed
+from ..presence import Rooms
 from ..settings import Settings
 from ..stores.base import Store
 from ..stores.memory import MemoryStore
@@ -57,19 +57,22 @@ async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
     history = History(settings.history, settings.history_bytes,
                       authoritative=settings.store == "memory", watched=hub.watching)
     store = open_store(settings, history, app)
-    feed = Feed(store, history, hub, page_size=settings.history,
+    rooms = Rooms(store, hub, grace=settings.presence_grace, max_names=settings.max_presence,
+                  typing_seconds=settings.typing_seconds, renew=settings.presence_renew)
+    feed = Feed(store, history, hub, rooms, page_size=settings.history,
                 max_reply_bytes=settings.max_reply_bytes)
     await store.open(feed)  # first: if it raises, nothing below needs undoing
     app[feed_key] = feed
     app[metrics_key].watch(feed)
-    timer = asyncio.create_task(hub.run(settings.ping_interval))
+    timers = [asyncio.create_task(hub.run(settings.ping_interval)),
+              asyncio.create_task(rooms.run())]
     try:
         yield
     finally:
         await store.close()
-        timer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await timer
+        for timer in timers:
+            timer.cancel()
+        await asyncio.gather(*timers, return_exceptions=True)
         app[metrics_key].watch(None)
 
 

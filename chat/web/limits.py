@@ -67,6 +67,9 @@ class Limits:
         self.posts = TokenBuckets(settings.post_rate, settings.post_burst, clock)
         # Posts to /api/, per API key: programs post faster than people, so they have their own.
         self.api_posts = TokenBuckets(settings.api_post_rate, settings.api_post_burst, clock)
+        # Typing notices relayed per client and room: one every --typing-interval.
+        self.typing = TokenBuckets(1 / settings.typing_interval if settings.typing_interval else 0,
+                                   1, clock)
         self.per_client = settings.max_client_connections
         self.total = settings.max_clients
         self.proxies: list[_Network] = [ipaddress.ip_network(p, strict=False)

@@ -15,8 +15,9 @@ async def updates(request: web.Request) -> web.Response:
     form = await forms.read_form(request)
     room = forms.room(form.get("room"))
     cursor = forms.cursor(form.get("cursor"))
-    timeout = request.app[settings_key].poll_timeout
-    replay = await request.app[feed_key].poll(room, cursor, timeout)
+    settings = request.app[settings_key]
+    name = forms.name(form.get("name"), settings)  # who is here, for presence
+    replay = await request.app[feed_key].poll(room, cursor, settings.poll_timeout, name)
     if replay is None:
         return _json(_TIMEOUT_BODY)
     return _json(poll_body(replay.messages, replay.reset is not None))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..settings import Settings
-from . import api, health, longpoll, pages, posting, stream
+from . import api, health, longpoll, pages, posting, presence, stream
 
 
 def setup_routes(app: web.Application, settings: Settings) -> None:
@@ -16,6 +16,8 @@ def setup_routes(app: web.Application, settings: Settings) -> None:
         web.post("/a/message/updates", longpoll.updates, name="message_updates"),
         web.get("/a/message/stream", stream.stream, name="message_stream", allow_head=False),
         web.post("/api/rooms/{room}/messages", api.new_message, name="api_message_new"),
+        web.get("/a/presence", presence.presence, name="presence"),
+        web.post("/a/typing", presence.typing, name="typing"),
         web.get("/healthz", health.healthz, name="healthz"),
         web.get("/metrics", health.metrics, name="metrics"),
         web.static("/static", settings.static_dir, name="static"),

@@ -51,12 +51,13 @@ def resume_point(request: web.Request) -> str | None:
 async def stream(request: web.Request) -> web.StreamResponse:
     room = forms.room(request.query.get("room"))
     settings = request.app[settings_key]
+    name = forms.name(request.query.get("name"), settings)  # who is here, for presence
     transport = request.transport
     if transport is None:  # the client left before we could start
         return web.Response()
     limit_unacknowledged(transport, 2 * settings.stall_timeout)
     client = request.app[feed_key].subscribe(room, transport, request.protocol,
-                                             chunked=request.version >= (1, 1))
+                                             chunked=request.version >= (1, 1), name=name)
     try:
         # The first page of the replay is read before any header is sent: a store that cannot
         # be reached is still a 503.

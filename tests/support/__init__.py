@@ -72,8 +72,9 @@ class Chat:
         page = await self.client.app[feed_key].read(room, None)
         return [m.as_dict() for m in page.messages]
 
-    def stream(self, headers: dict[str, str] | None = None, **query: str) -> SSEStream:
-        return SSEStream(self.client, query, headers or {})
+    def stream(self, headers: dict[str, str] | None = None, control: bool = False,
+               **query: str) -> SSEStream:
+        return SSEStream(self.client, query, headers or {}, control)
 
     async def metric(self, name: str) -> float:
         text = await (await self.client.get("/metrics")).text()
@@ -86,14 +87,39 @@ class Chat:
         await until(lambda: self.metric(name), value, timeout)
 
 
+_CONTROL = (b"event: presence\n", b"event: typing\n")
+
+
 class SSEStream:
-    """An open GET /a/message/stream; reads the de-chunked body as raw bytes and as events."""
+    """An open GET /a/message/stream; reads the de-chunked body as raw bytes and as events.
+
+    Presence and typing frames (no ``id:``, sent whenever a room's people change) are set
+    aside in ``control`` unless ``control=True`` asks to read them like any other frame, so a
+    test of messages reads exactly the message bytes.
+    """
 
     def __init__(self, client: TestClient[Any, Any], query: dict[str, str],
-                 headers: dict[str, str]) -> None:
+                 headers: dict[str, str], control: bool = False) -> None:
         self.client, self.query, self.headers = client, query, headers
         self.response: ClientResponse | None = None
         self.buffer = b""
+        self.keep_control = control
+        self.control: list[dict[str, Any]] = []
+        self._raw = b""
+
+    async def _fill(self, timeout: float) -> None:
+        """Read more of the body; whole frames go to ``buffer`` (control frames aside)."""
+        assert self.response is not None
+        chunk = await asyncio.wait_for(self.response.content.readany(), timeout)
+        if not chunk:
+            raise EOFError(f"stream ended after {self.buffer + self._raw!r}")
+        self._raw += chunk
+        while b"\n\n" in self._raw:
+            frame, _, self._raw = self._raw.partition(b"\n\n")
+            if not self.keep_control and frame.startswith(_CONTROL):
+                self.control.append(parse_frame(frame + b"\n\n"))
+            else:
+                self.buffer += frame + b"\n\n"
 
     async def __aenter__(self) -> SSEStream:
         self.response = await self.client.get("/a/message/stream", params=self.query,
@@ -106,23 +132,15 @@ class SSEStream:
 
     async def read_bytes(self, n: int, timeout: float = 5.0) -> bytes:
         """Exactly ``n`` more bytes of the body."""
-        assert self.response is not None
         while len(self.buffer) < n:
-            chunk = await asyncio.wait_for(self.response.content.readany(), timeout)
-            if not chunk:
-                raise EOFError(f"stream ended after {self.buffer!r}")
-            self.buffer += chunk
+            await self._fill(timeout)
         data, self.buffer = self.buffer[:n], self.buffer[n:]
         return data
 
     async def read_frame(self, timeout: float = 5.0) -> bytes:
         """The next frame, up to and including its blank line."""
-        assert self.response is not None
         while b"\n\n" not in self.buffer:
-            chunk = await asyncio.wait_for(self.response.content.readany(), timeout)
-            if not chunk:
-                raise EOFError(f"stream ended after {self.buffer!r}")
-            self.buffer += chunk
+            await self._fill(timeout)
         frame, _, self.buffer = self.buffer.partition(b"\n\n")
         return frame + b"\n\n"
 
@@ -143,12 +161,11 @@ class SSEStream:
 
     async def ended(self, timeout: float = 5.0) -> bool:
         """True once the server has closed the body (reading everything still in flight)."""
-        assert self.response is not None
         while True:
-            chunk = await asyncio.wait_for(self.response.content.readany(), timeout)
-            if not chunk:
+            try:
+                await self._fill(timeout)
+            except EOFError:
                 return True
-            self.buffer += chunk
 
 
 def parse_frame(frame: bytes) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from pytest_aiohttp import AiohttpClient
 from chat.core.history import History
 from chat.core.hub import Hub
 from chat.feed import Feed
+from chat.presence import Rooms
 from chat.settings import Settings
 from chat.stores.base import StoreUnavailable
 from chat.stores.redis.scripts import EPOCH_KEY, meta_key, stream_key
@@ -251,7 +252,8 @@ async def test_unreachable_redis_at_startup_is_one_clear_error(settings: Setting
     store = RedisStore(dataclasses.replace(settings, store=f"redis://127.0.0.1:{port}/0", **FAST),
                        lambda *_: "")
     hub = Hub(10)
-    feed = Feed(store, History(10, 1 << 20, authoritative=False), hub, page_size=10,
+    rooms = Rooms(store, hub, grace=1, max_names=10, typing_seconds=5)
+    feed = Feed(store, History(10, 1 << 20, authoritative=False), hub, rooms, page_size=10,
                 max_reply_bytes=1 << 20)
     with pytest.raises(StoreUnavailable, match=f"^cannot reach Redis at redis://127.0.0.1:{port}/0: "):
         await store.open(feed)

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from ...core.ids import new_store_id
 from ...core.message import Message, Renderer, make_message
 from ..base import Listener
-from .scripts import PREFIX, parse_entry_id, room_of, stream_key
+from .scripts import NOTICES_KEY, PREFIX, parse_entry_id, room_of, stream_key
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class Reader:
         self._woken = False
         self.wake_key = f"{PREFIX}wake:{new_store_id()}"
         self._wake_id = "0-0"
+        self._notice_id = "0-0"  # the typing/presence notice read last (set by sync)
         self.connected = False
         # Messages this process posted, by entry id, so the reader hands over the very object
         # instead of rendering it again. Only for rooms being read; taken back on delivery.
@@ -146,6 +147,10 @@ class Reader:
         seconds, micros = await self._redis.time()
         now = time.time()
         self.clock_offset = seconds + micros / 1e6 - (before + now) / 2
+        if self._notice_id == "0-0":  # the first time: only notices from now on
+            newest: Any = await self._redis.xrevrange(NOTICES_KEY, count=1)
+            if newest:
+                self._notice_id = newest[0][0].decode()
         for room in list(self._pos):
             epoch, t, last = await state(room)
             pos = self._pos.get(room)
@@ -160,6 +165,7 @@ class Reader:
         self._forget_idle()
         streams: dict[Any, Any] = {stream_key(room): pos for room, pos in self._pos.items()}
         streams[self.wake_key] = self._wake_id
+        streams[NOTICES_KEY] = self._notice_id
         self._reading = set(self._pos)
         self._woken = False
         try:
@@ -170,6 +176,9 @@ class Reader:
             name = key.decode()
             if name == self.wake_key:
                 self._wake_id = entries[-1][0].decode()
+            elif name == NOTICES_KEY:
+                self._notice_id = entries[-1][0].decode()
+                self._notices(entries)
             else:
                 self._deliver(room_of(name), entries)
 
@@ -188,6 +197,15 @@ class Reader:
                               entry_id, room, exc)
                     continue
             self.listener.accept(message)
+
+    def _notices(self, entries: Iterable[Any]) -> None:
+        for _, raw in entries:
+            f = {k.decode(): v.decode() for k, v in fields(raw).items()}
+            room = f.get("r", "")
+            if f.get("k") == "presence":
+                self.listener.changed(room)
+            elif f.get("k") == "typing" and self.listener.watching(room):
+                self.listener.typed(room, f.get("n", ""), float(f.get("u", "0")))
 
     def _forget_idle(self) -> None:
         now = time.monotonic()

@@ -38,6 +38,19 @@ def stream_key(room: str) -> str:
     return f"{PREFIX}{{{room}}}:s"
 
 
+def presence_key(room: str) -> str:
+    """The room's presence: one field per process with members there, renewed every few
+    seconds (``<expires ms> <unnamed> <JSON names>``); the key expires with its last process."""
+    return f"{PREFIX}{{{room}}}:p"
+
+
+# Typing and presence notices for every process: a stream that every reader reads besides the
+# rooms (``k`` "typing" with ``r`` room, ``n`` name, ``u`` until; or "presence" with ``r``),
+# capped near NOTICES_KEPT entries. A stream rather than Pub/Sub: the reader already keeps one.
+NOTICES_KEY: Final = f"{PREFIX}notices"
+NOTICES_KEPT: Final = 1000
+
+
 def client_key(room: str, key: str) -> str:
     """What ``key`` stored in ``room``: a hash of its fingerprint and the message, expiring after
     --idempotency-window."""
@@ -131,12 +144,13 @@ return {epoch, seq}
 #   'after':  the first `limit` entries after seq;  'newest': the newest `limit`;
 #   'before': the `limit` entries just before seq, if `epoch` is the current history's;
 #   'state':  no entries.
-# Returns {store id or false, epoch or false, t, newest seq, floor, entries}. Writes nothing.
+# Returns {store id or false, epoch or false, t, newest seq, floor, entries}; for a room with no
+# history, t is Redis's clock now (which dates the room's base). Writes nothing.
 READ: Final = _HELPERS + """
 local store = redis.call('GET', KEYS[3])
 local meta = redis.call('HMGET', KEYS[1], 'e', 't', 'n')
 local epoch, t, n = meta[1], meta[2], tonumber(meta[3])
-if not epoch then return {store, false, 0, 0, 0, {}} end
+if not epoch then return {store, false, now_ms(), 0, 0, {}} end
 local floor = floor_of(KEYS[2], n)
 local mode, seq, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local entries = {}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import time
@@ -29,6 +30,7 @@ from redis.exceptions import ConnectionError, ReadOnlyError, RedisError, Timeout
 from ...core.idempotency import fingerprint
 from ...core.ids import Room, epoch_ms, new_store_id
 from ...core.message import Message, Renderer, make_message
+from ...core.presence import View
 from ...settings import Settings
 from ..base import KeyConflict, Listener, Posted, StoreUnavailable
 from . import scripts
@@ -66,8 +68,9 @@ class RedisStore:
         self._read = self._redis.register_script(READ)
         # The reader's own connection: its XREAD BLOCK may take BLOCK_MS before any reply.
         self._reader_redis = connect(self._url, self._timeout + BLOCK_MS / 1000, 1)
+        self._process = new_store_id()  # this process's field in presence hashes
         self._reader: Reader | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def connected(self) -> bool:
@@ -125,11 +128,11 @@ class RedisStore:
         return await self._run_read(room, ["before", before, limit, epoch])
 
     async def _run_read(self, room: str, args: list[Any]) -> tuple[Room, list[Message]]:
-        store, epoch, _, last, floor, entries = await self._call(
+        store, epoch, t, last, floor, entries = await self._call(
             self._read(keys=self._keys(room), args=args))
         self._store_id_is(store)
         if not epoch:
-            return Room(None), []
+            return Room(None, asof=int(t)), []
         messages = [to_message(room, eid, raw, self._render) for eid, raw in entries]
         return Room(epoch.decode(), int(floor), int(last)), messages
 
@@ -155,6 +158,45 @@ class RedisStore:
     def settled(self, room: str) -> bool:
         return False  # another process may have stored a message our reader has not read yet
 
+    # ---- presence and typing: shared through Redis, never stored with the history -------------
+
+    async def share(self, room: str, view: View, ttl: float) -> None:
+        key = scripts.presence_key(room)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            if view.names or view.unnamed:
+                expires = self.now_ms() + int(ttl * 1000)
+                names = json.dumps(sorted(view.names), ensure_ascii=False)
+                pipe.hset(key, self._process, f"{expires} {view.unnamed} {names}")
+                pipe.pexpire(key, int(ttl * 1000))
+            else:
+                pipe.hdel(key, self._process)
+            self._notice(pipe, {"k": "presence", "r": room})
+            await self._call(pipe.execute())
+
+    async def views(self, rooms: list[str]) -> dict[str, list[View]]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for room in rooms:
+                pipe.hgetall(scripts.presence_key(room))
+            replies = await self._call(pipe.execute())
+        now, found = self.now_ms(), {}
+        for room, fields in zip(rooms, replies, strict=True):
+            views = []
+            for process, value in fields.items():
+                expires, unnamed, names = value.decode().split(" ", 2)
+                if process.decode() != self._process and int(expires) > now:
+                    views.append(View(frozenset(json.loads(names)), int(unnamed)))
+            found[room] = views
+        return found
+
+    async def typing(self, room: str, name: str, until: float) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            self._notice(pipe, {"k": "typing", "r": room, "n": name, "u": repr(until)})
+            await self._call(pipe.execute())
+
+    @staticmethod
+    def _notice(pipe: Any, fields: dict[str, str]) -> None:
+        pipe.xadd(scripts.NOTICES_KEY, fields, maxlen=scripts.NOTICES_KEPT, approximate=True)
+
     # ---- life ------------------------------------------------------------------------------
 
     async def secret(self) -> bytes:
@@ -178,14 +220,13 @@ class RedisStore:
             await self._disconnect()
             raise StoreUnavailable(f"cannot reach Redis at {self._where()}: {exc}") from exc
         self._reader.connected = True
-        self._task = asyncio.create_task(self._reader.run(UNAVAILABLE, self._state),
-                                         name="redis-reader")
+        self._tasks = [asyncio.create_task(self._reader.run(UNAVAILABLE, self._state),
+                                           name="redis-reader")]
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._reader is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._redis.delete(self._reader.wake_key)
