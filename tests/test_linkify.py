@@ -10,6 +10,8 @@ from markupsafe import Markup, escape
 
 from chat.linkify import REL, linkify
 
+from .support import Chat
+
 LINK = re.compile(r'<a href="([^"]*)" rel="([^"]*)" target="_blank">([^<]*)</a>')
 
 
@@ -159,3 +161,21 @@ def test_a_thousand_links() -> None:
     text = " ".join(f"https://example.com/{n}" for n in range(1000))
     assert links(text) == [f"https://example.com/{n}" for n in range(1000)]
 
+
+# ---- the message fragment: rendered once on the server, the same in the JSON and the page ----
+
+async def test_the_message_fragment_links_isolates_and_names_its_zone(chat: Chat) -> None:
+    posted = await chat.post("read https://example.com/a?b=1&c=2. not javascript:alert(1)",
+                             name="\u202eann")
+    fragment = posted["html"]
+    assert fragment.startswith(f'<div class="message" id="m{posted["id"]}">')  # the contract's shape
+    assert ('<a href="https://example.com/a?b=1&amp;c=2" rel="noopener noreferrer nofollow ugc" '
+            'target="_blank">https://example.com/a?b=1&amp;c=2</a>.') in fragment
+    assert fragment.count("<a ") == 1 and "javascript:alert(1)" in fragment
+    assert '<span class="name" dir="auto">\u202eann</span>' in fragment
+    assert '<span class="body" dir="auto">' in fragment
+    # Without script the page shows these bytes: the time says which zone it is in.
+    assert re.search(r'<time datetime="[^"]+" title="\d{4}-\d\d-\d\d \d\d:\d\d UTC">\d\d:\d\d UTC</time>',
+                     fragment)
+    page = await (await chat.client.get("/")).text()
+    assert fragment in page
