@@ -78,7 +78,7 @@
     for (var i = 0; i < times.length; i++) {
       var when = new Date(times[i].getAttribute("datetime"));
       if (!isNaN(when)) {
-        times[i].textContent = when.toLocaleTimeString([], { hour: "numeric", minute: "2-digit" });
+        times[i].textContent = when.toLocaleTimeString([], { timeStyle: "short" });
         times[i].title = when.toLocaleString([], { dateStyle: "full", timeStyle: "short" });
       }
     }
@@ -112,9 +112,9 @@
   }());
 
   // ---- the list -------------------------------------------------------------------------------
-  // #inbox holds, top to bottom: messages (stale ones above a reset divider), day headings, then
-  // this page's own messages that the stream has not delivered yet (sending, not sent, or
-  // confirmed but still on their way). Delivered messages go in above those.
+  // #inbox holds, top to bottom: delivered messages under day headings (stale ones above a reset
+  // divider), then this page's own messages that have not been delivered yet (sending, not sent,
+  // or confirmed but still on their way), without headings. Delivered messages go in above those.
   function isMessage(node) { return node && node.classList.contains("message"); }
   function unsettled(node) { return node.classList.contains("pending") || node.classList.contains("unsettled"); }
 
@@ -131,11 +131,16 @@
     return node;
   }
 
-  // Puts `node` (a message) before `anchor` (null: at the end), with a day heading above it when
-  // it starts a new day, or the first after a reset divider.
-  function place(node, anchor) {
+  function removeInvitation() {
     var empty = document.getElementById("empty");
     if (empty) empty.remove();
+  }
+
+  // Puts a delivered message at the end of the delivered ones, with a day heading above it when
+  // it starts a new day, or is the first after a reset divider.
+  function place(node) {
+    removeInvitation();
+    var anchor = insertionPoint();
     var key = dayKey(timeOf(node));
     var before = previousMessageOrMark(anchor);
     var sameDay = before && (isMessage(before) ? dayKey(timeOf(before)) === key
@@ -155,8 +160,7 @@
     var before = node.previousElementSibling;
     var after = node.nextElementSibling;
     node.remove();
-    if (before && before.classList.contains("day") && !(isMessage(after) && !unsettled(after) &&
-        dayKey(timeOf(after)) === before.dataset.day)) {
+    if (before && before.classList.contains("day") && !(isMessage(after) && !unsettled(after))) {
       before.remove();
     }
   }
@@ -183,7 +187,7 @@
         if (node) {
           if (existing) removeMessage(existing);
           else added += 1;
-          place(node, insertionPoint());
+          place(node);
         }
       }
       cursor = message.id;
@@ -511,7 +515,8 @@
     if (!text) return;
     var entry = { key: newClientKey(), text: text, name: nameInput.value.trim(), node: null };
     entry.node = pendingNode(entry);
-    place(entry.node, null);
+    removeInvitation();
+    inbox.appendChild(entry.node);
     bodyInput.value = "";
     fitComposer();
     scrollToEnd();                           // your own message always brings you down
@@ -606,7 +611,7 @@
   rendered.forEach(function (node) { node.remove(); });
   rendered.forEach(function (node) {
     localizeTimes(node);
-    place(node, null);
+    place(node);
   });
   fitComposer();
   scrollToEnd();
