@@ -116,7 +116,9 @@
   // divider), then this page's own messages that have not been delivered yet (sending, not sent,
   // or confirmed but still on their way), without headings. Delivered messages go in above those.
   function isMessage(node) { return node && node.classList.contains("message"); }
-  function unsettled(node) { return node.classList.contains("pending") || node.classList.contains("unsettled"); }
+  function unsettled(node) {
+    return node.classList.contains("pending") || node.classList.contains("unsettled");
+  }
 
   function insertionPoint() {
     return inbox.querySelector(".message.pending, .message.unsettled");
@@ -143,8 +145,8 @@
     var anchor = insertionPoint();
     var key = dayKey(timeOf(node));
     var before = previousMessageOrMark(anchor);
-    var sameDay = before && (isMessage(before) ? dayKey(timeOf(before)) === key
-                                                : before.classList.contains("day") && before.dataset.day === key);
+    var sameDay = before && (isMessage(before) ? dayKey(timeOf(before)) === key :
+                             before.classList.contains("day") && before.dataset.day === key);
     if (!sameDay) {
       var heading = document.createElement("h2");
       heading.className = "day";
@@ -201,10 +203,17 @@
   // server, or we were away longer than it keeps). What the reader saw stays, dimmed, above a
   // divider; the new history follows. The divider is added to the log once, so it is announced once.
   function resetHistory() {
-    var shown = inbox.querySelectorAll(".message:not(.pending):not(.unsettled):not(.stale)");
-    if (!shown.length) return;
-    for (var i = 0; i < shown.length; i++) shown[i].classList.add("stale");
+    // Ours that were stored but never delivered belong to the old history too: up they go.
+    var confirmed = inbox.querySelectorAll(".message.unsettled");
+    for (var i = 0; i < confirmed.length; i++) {
+      confirmed[i].classList.replace("unsettled", "stale");
+      inbox.insertBefore(confirmed[i], insertionPoint());
+    }
+    var shown = inbox.querySelectorAll(".message:not(.pending):not(.stale)");
+    for (var j = 0; j < shown.length; j++) shown[j].classList.add("stale");
     var anchor = insertionPoint();
+    var last = previousMessageOrMark(anchor);
+    if (!last || last.classList.contains("divider")) return;   // nothing shown since the last one
     var divider = document.createElement("p");
     divider.className = "divider";
     divider.textContent = "The chat history was reset. Earlier messages may be missing; new ones follow.";
