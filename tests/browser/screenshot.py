@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from playwright.async_api import async_playwright, expect
 
@@ -55,7 +56,7 @@ ROOM = [
     ("alice", "two things for later:\n1. the release notes\n2. lunch"),
     ("bob", "count me in for 2 :)"),
 ]
-DEVICES = {
+DEVICES: dict[str, dict[str, Any]] = {
     "chat-phone-light.png": {"viewport": {"width": 360, "height": 640}, "device_scale_factor": 2,
                              "has_touch": True, "is_mobile": True, "color_scheme": "light"},
     "chat-desktop-dark.png": {"viewport": {"width": 900, "height": 560}, "color_scheme": "dark"},
