@@ -11,6 +11,7 @@ from aiohttp import web
 from .. import __version__
 from ..core.message import Renderer
 from ..settings import Settings
+from .linkify import linkify
 
 
 def setup_templating(app: web.Application, settings: Settings) -> None:
@@ -18,6 +19,7 @@ def setup_templating(app: web.Application, settings: Settings) -> None:
         app, loader=jinja2.FileSystemLoader(settings.templates_dir), undefined=jinja2.StrictUndefined,
         default_helpers=False)
     env.globals["version"] = __version__
+    env.filters["linkify"] = linkify  # http(s) URLs in message bodies as escaped links
 
 
 def message_renderer(app: web.Application) -> Renderer:

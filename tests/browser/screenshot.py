@@ -1,6 +1,8 @@
-"""Regenerate the README's screenshot: two people chatting, one over EventSource, one polling.
+"""Regenerate the README's screenshots: two people chatting, one over EventSource, one polling
+(``chat.png``), and the page on a phone in light mode and on a desktop in dark mode
+(``chat-phone-light.png``, ``chat-desktop-dark.png``, written next to it).
 
-    make screenshot                              # writes docs/chat.png
+    make screenshot                              # writes docs/chat.png and the two others
     python -m tests.browser.screenshot OUT.png   # the same, anywhere
 
 Starts ``python -m chat`` on a free port and Debian's Chromium, like the browser tests do.
@@ -15,10 +17,11 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from playwright.async_api import async_playwright, expect
 
-from .server import ROOT, SERVER_ARGS, ChatServer
+from .server import ROOT, SERVER_ARGS, Api, ChatServer
 from .support import CHROMIUM, CHROMIUM_ARGS, Person
 
 CONVERSATION = [
@@ -45,15 +48,60 @@ FRAME = """<!doctype html><meta charset="utf-8">
 """
 
 
-async def take(out: Path, chromium: str = CHROMIUM) -> None:
+# The phone and desktop pictures: a room with a link, a right-to-left line and two lines in one.
+ROOM = [
+    ("alice", "morning! the deploy went out at 9"),
+    ("bob", "nice. the dashboard is at https://example.com/status and all green"),
+    ("سارة", "مرحبا! كل شيء يعمل هنا أيضا"),
+    ("alice", "two things for later:\n1. the release notes\n2. lunch"),
+    ("bob", "count me in for 2 :)"),
+]
+DEVICES: dict[str, dict[str, Any]] = {
+    "chat-phone-light.png": {"viewport": {"width": 360, "height": 640}, "device_scale_factor": 2,
+                             "has_touch": True, "is_mobile": True, "color_scheme": "light"},
+    "chat-desktop-dark.png": {"viewport": {"width": 900, "height": 560}, "color_scheme": "dark"},
+}
+
+
+async def take(out: Path, chromium: str = CHROMIUM) -> list[Path]:
+    """Writes ``out`` and the device pictures next to it; the paths written."""
     server = ChatServer(*SERVER_ARGS)
     await server.start()
     try:
         # Chromium writes caches and crash-report folders under $HOME: keep them out of yours.
         with tempfile.TemporaryDirectory(prefix="chat-screenshot-") as home:
             await _chat_and_shoot(out, chromium, server, home)
+            return [out, *await _devices(out.parent, chromium, server, home)]
     finally:
         await server.stop()
+
+
+async def _devices(out_dir: Path, chromium: str, server: ChatServer, home: str) -> list[Path]:
+    api = Api(server)
+    try:
+        for name, line in ROOM:
+            await api.post(line, name=name, room="team")
+    finally:
+        await api.close()
+    written = []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS,
+                                           env={**os.environ, "HOME": home})
+        try:
+            for filename, options in DEVICES.items():
+                person = await Person.arrive(browser, server.url + "/rooms/team", label=filename,
+                                             locale="en-US", timezone_id="UTC", **options)
+                await person.page.locator("#name").fill("alice")
+                await expect(person.status).to_have_attribute("data-state", "live")
+                await expect(person.messages).to_have_count(len(ROOM))
+                await person.page.locator("#body").fill("sure, 12:30?")
+                await person.page.locator("#body").blur()
+                written.append(out_dir / filename)
+                await person.page.screenshot(path=written[-1])
+                await person.close()
+        finally:
+            await browser.close()
+    return written
 
 
 async def _chat_and_shoot(out: Path, chromium: str, server: ChatServer, home: str) -> None:
@@ -61,7 +109,7 @@ async def _chat_and_shoot(out: Path, chromium: str, server: ChatServer, home: st
         browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS,
                                            env={**os.environ, "HOME": home})
         try:
-            size = {"width": 760, "height": 330}
+            size = {"width": 760, "height": 400}
             people = {
                 "alice": await Person.arrive(browser, server.url + "/", label="alice", viewport=size),
                 "bob": await Person.arrive(browser, server.url + "/", label="bob", viewport=size,
@@ -97,8 +145,8 @@ def main() -> None:
     if not Path(args.chromium).exists():
         sys.exit(f"chromium not found at {args.chromium}: "
                  "apt-get install -y --no-install-recommends chromium")
-    asyncio.run(take(args.out, args.chromium))
-    print(f"wrote {args.out}")
+    for path in asyncio.run(take(args.out, args.chromium)):
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Dialog, Page, expect
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Dialog, Page, Request, expect
 
 CHROMIUM = "/usr/bin/chromium"
 # Headless, no sandbox (CI runs as root), and nothing that phones home or updates itself while
@@ -45,10 +45,11 @@ class Person:
         self.dialogs: list[str] = []
         self.console: list[str] = []
         self.requests: list[str] = []  # "METHOD url" of every request the page made
+        self.posts: list[tuple[str, str]] = []  # (url, body) of every POST the page made
         page.on("pageerror", lambda error: self.errors.append(str(error)))
         page.on("console", self._on_console)
         page.on("dialog", self._on_dialog)
-        page.on("request", lambda request: self.requests.append(f"{request.method} {request.url}"))
+        page.on("request", self._on_request)
 
     @classmethod
     async def arrive(cls, browser: Browser, url: str, *, label: str = "person", polling: bool = False,
@@ -62,6 +63,11 @@ class Person:
         if url:
             await person.page.goto(url)
         return person
+
+    def _on_request(self, request: Request) -> None:
+        self.requests.append(f"{request.method} {request.url}")
+        if request.method == "POST":
+            self.posts.append((request.url, request.post_data or ""))
 
     def _on_console(self, message: ConsoleMessage) -> None:
         self.console.append(f"{message.type}: {message.text}")
@@ -91,7 +97,14 @@ class Person:
 
     @property
     def messages(self) -> Any:
-        return self.page.locator("#inbox .message")
+        """Messages the server has stored: a message of one's own shows at once as "Sending…"
+        but only gets its id (``m<id>``) once the server answered."""
+        return self.page.locator("#inbox .message[id]")
+
+    @property
+    def pending(self) -> Any:
+        """This page's own messages the server has not confirmed: sending, or not sent."""
+        return self.page.locator("#inbox .message.pending")
 
     async def say(self, text: str) -> None:
         """Type into the message box and press Enter, as a person would."""
@@ -107,8 +120,18 @@ class Person:
         ids: list[str] = await self.messages.evaluate_all("els => els.map(e => e.id.slice(1))")
         return ids
 
+    async def timeline(self) -> list[str]:
+        """The list top to bottom: each stored message's id, ``~id`` for one kept (dimmed) from
+        before a history reset, ``|`` for a reset divider. Day headings and unsent messages are
+        left out."""
+        timeline: list[str] = await self.page.locator("#inbox").evaluate("""inbox => Array.from(
+            inbox.querySelectorAll(".message[id], .divider"),
+            e => e.classList.contains("divider") ? "|"
+                 : (e.classList.contains("stale") ? "~" : "") + e.id.slice(1))""")
+        return timeline
+
     async def bodies(self) -> list[str]:
-        bodies: list[str] = await self.page.locator("#inbox .message .body").all_text_contents()
+        bodies: list[str] = await self.messages.locator(".body").all_text_contents()
         return bodies
 
     async def close(self) -> None:

@@ -1,26 +1,28 @@
-"""Losing the connection and getting it back: a server restart, the browser offline, a proxy
-dropping the stream mid-event, and a send that fails."""
+"""Losing the connection and getting it back: a server restart (the list is kept above a reset
+divider), the browser offline, a proxy dropping the stream mid-event, and a send that fails."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
-from playwright.async_api import expect
+from playwright.async_api import Route, expect
 
 from ..support import until
 from .proxy import TcpProxy, sse_events
 from .server import Api, ChatServer
-from .support import Arrive
+from .support import Arrive, Person
 
 TRANSPORTS = ["eventsource", "polling"]
 STATE = {"eventsource": "live", "polling": "polling"}
 
 
-async def test_server_restart_resets_and_chatting_goes_on(arrive: Arrive, api: Api,
-                                                          server: ChatServer) -> None:
-    """In-memory store: the restarted server has a new epoch and no history. Both pages notice,
-    replace their lists with the new history and keep chatting, without a reload."""
+async def test_server_restart_keeps_what_was_shown_above_a_reset_divider(
+        arrive: Arrive, api: Api, server: ChatServer) -> None:
+    """In-memory store: the restarted server has a new epoch and no history. Both pages keep
+    the old list (dimmed) above one divider saying the history was reset, then show the new
+    history, each message once, and keep chatting without a reload."""
     alice = await arrive("alice")
     bob = await arrive("bob", polling=True)
     await expect(alice.status).to_have_attribute("data-state", "live")
@@ -38,20 +40,34 @@ async def test_server_restart_resets_and_chatting_goes_on(arrive: Arrive, api: A
     await server.start()
     assert server.returncodes == [0]
 
-    # The stream's reconnect carries an id of the old epoch: the server answers with a reset,
-    # and the page empties its list at once, before anyone speaks.
+    # The stream's reconnect carries an id of the old epoch: the server answers with a reset
+    # at once, before anyone speaks. What alice saw stays on screen, dimmed, above the divider.
     await expect(alice.status).to_have_attribute("data-state", "live")
-    await expect(alice.messages).to_have_count(0)
+    await until(alice.timeline, [f"~{i}" for i in old] + ["|"])
+    divider = alice.page.locator("#inbox[role=log] > .divider")  # in the log: announced once
+    await expect(divider).to_have_text(re.compile(r"history was reset\. Earlier messages may be missing"))
+    await expect(alice.page.locator("#inbox .message.stale")).to_have_count(3)
+
     await alice.say("anyone here after the restart?")
     await bob.sees("anyone here after the restart?")
     await bob.say("yes, still here")
     await alice.sees("yes, still here")
     new = await api.history_ids()
     assert len(new) == 2 and not set(new) & set(old)
+    # The poller learns of the reset with the first new message ("reset": true); same result.
     for person in (alice, bob):
-        await until(person.ids, new)
+        await until(person.timeline, [f"~{i}" for i in old] + ["|", *new])
+        await expect(person.page.locator("#inbox .divider")).to_have_count(1)
         assert await person.same_document(), f"{person.label}'s page was reloaded"
     await expect(bob.status).to_have_attribute("data-state", "polling")
+
+    # Another restart loses the history again: said once more, everything shown stays, once.
+    await server.stop()
+    await server.start()
+    last = await api.post("after the second restart")
+    stale = [f"~{i}" for i in old + new]
+    for person in (alice, bob):
+        await until(person.timeline, [*stale[:3], "|", *stale[3:], "|", last["id"]])
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -123,8 +139,19 @@ async def test_stream_cut_mid_event_resumes_with_last_event_id(arrive: Arrive, a
     assert sse_events(bytes(proxy.replies[new.conn])) == [("message", m["id"]) for m in during]
 
 
-async def test_failed_send_keeps_the_message_for_a_retry(arrive: Arrive, api: Api,
-                                                         server: ChatServer) -> None:
+def client_keys(person: Person) -> list[str]:
+    """The ``client_key`` of every message post this page made, in order."""
+    keys = []
+    for url, body in person.posts:
+        if url.endswith("/a/message/new"):
+            match = re.search(r'name="client_key"\r\n\r\n([^\r]*)\r\n', body)
+            assert match, f"a post without a client_key: {body!r}"
+            keys.append(match.group(1))
+    return keys
+
+
+async def test_failed_send_is_marked_and_retried_with_the_same_client_key(
+        arrive: Arrive, api: Api, server: ChatServer) -> None:
     alice = await arrive("alice")
     await expect(alice.status).to_have_attribute("data-state", "live")
     body = alice.page.locator("#body")
@@ -133,36 +160,79 @@ async def test_failed_send_keeps_the_message_for_a_retry(arrive: Arrive, api: Ap
 
     await server.stop()
     await alice.say("are you there?")
-    await expect(error).to_be_visible()
-    await expect(error).to_contain_text("Not sent")
-    await expect(error).to_contain_text("cannot be reached")
-    # The text stays, and the box stays usable: focused, editable, and one can keep typing.
-    await expect(body).to_have_value("are you there?")
-    await expect(body).to_be_editable()
+    failed = alice.pending.filter(has_text="are you there?")
+    await expect(failed.locator(".send-state")).to_have_text("Not sent")
+    await expect(error).to_contain_text("Not sent: the server cannot be reached")
+    # The message waits in the list with its Retry button; the box is free for the next one.
+    await expect(body).to_have_value("")
     await expect(body).to_be_focused()
-    await body.press_sequentially(" hello?")
-    await expect(body).to_have_value("are you there? hello?")
+    await body.press_sequentially("typing on")
+    await expect(body).to_have_value("typing on")
 
     await server.start()
     await expect(alice.status).to_have_attribute("data-state", "live")
-    await body.press("Enter")  # the retry
-    await expect(alice.messages.filter(has_text="are you there? hello?")).to_be_visible()
-    await expect(error).to_be_hidden()
-    await expect(body).to_have_value("")
-    assert [m["body"] for m in await api.history()] == ["are you there? hello?"]
+    await expect(error).to_be_hidden()  # connected again: the error is history
+    await expect(failed.locator(".send-state")).to_have_text("Not sent")  # not re-sent by itself
+    await failed.get_by_role("button", name="Retry").click()
+    await expect(alice.messages.filter(has_text="are you there?")).to_have_count(1)
+    await expect(alice.pending).to_have_count(0)
+    await expect(body).to_be_focused()
+    assert [m["body"] for m in await api.history()] == ["are you there?"]
+
+    await body.fill("a new message")
+    await body.press("Enter")
+    await alice.sees("a new message")
+    first, retry, other = client_keys(alice)
+    assert first == retry, "a retry must reuse its message's client_key"
+    assert other != first, "each composed message needs its own client_key"
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}", first)
 
 
-async def test_send_refused_by_the_server_shows_its_reason(arrive: Arrive, api: Api) -> None:
+async def test_send_refused_by_the_server_shows_its_reason(arrive: Arrive, api: Api,
+                                                           server: ChatServer) -> None:
     alice = await arrive("alice")
     await expect(alice.status).to_have_attribute("data-state", "live")
     await alice.context.clear_cookies()  # the XSRF check now fails: 403 with a reason in words
     await alice.say("hello")
     error = alice.page.locator("#send-error")
     await expect(error).to_contain_text("Not sent: missing _xsrf cookie")
-    await expect(alice.page.locator("#body")).to_have_value("hello")
+    refused = alice.pending.filter(has_text="hello")
+    await expect(refused.locator(".send-state")).to_have_text("Not sent")
     await expect(alice.page.locator("#body")).to_be_editable()
-    # Loading the page again issues a new cookie; the retry goes through.
-    await alice.page.reload()
-    await alice.say("hello")
+    # Opening the page again (here in another tab) issues a new cookie; the retry goes through.
+    tab = await alice.context.new_page()
+    await tab.goto(server.url + "/")
+    await refused.get_by_role("button", name="Retry").click()
     await expect(alice.messages.filter(has_text="hello")).to_be_visible()
+    await expect(error).to_be_hidden()
     assert [m["body"] for m in await api.history()] == ["hello"]
+
+
+async def test_retry_after_a_cut_reply_is_stored_once(arrive: Arrive, api: Api) -> None:
+    """The server stores the message but the reply never reaches the page (a dropped connection),
+    so the page says "Not sent". The retry carries the same client_key: the server answers the
+    message it stored first, and the page shows it once."""
+    alice = await arrive("alice")
+    await expect(alice.status).to_have_attribute("data-state", "live")
+    cut: list[str] = []
+
+    async def store_then_cut(route: Route) -> None:
+        if cut:
+            await route.continue_()
+            return
+        response = await route.fetch()  # stored, and streamed to every page
+        cut.append(await response.text())
+        await route.abort("connectionreset")
+
+    await alice.page.route("**/a/message/new", store_then_cut)
+    await alice.say("only once, please")
+    failed = alice.pending.filter(has_text="only once, please")
+    await expect(failed.locator(".send-state")).to_have_text("Not sent")
+    await alice.sees("only once, please")  # the stored copy, delivered by the stream
+    await failed.get_by_role("button", name="Retry").click()
+    await expect(alice.pending).to_have_count(0)
+    await expect(alice.page.locator("#inbox .message").filter(has_text="only once, please")).to_have_count(1)
+    history = await api.history()
+    assert [m["body"] for m in history] == ["only once, please"]
+    first, retry = client_keys(alice)
+    assert first == retry
