@@ -17,7 +17,12 @@ from ..core.message import Message
 
 
 class StoreUnavailable(Exception):
-    """The backend cannot be reached or cannot write now; nothing was stored (503)."""
+    """The backend cannot be reached or cannot write now; nothing was stored (503). At start-up:
+    the store cannot be used (one line, exit status 1)."""
+
+
+class StoreInUse(StoreUnavailable):
+    """At start-up: another process owns the store (a SQLite file); exit status 2."""
 
 
 class Posted(NamedTuple):

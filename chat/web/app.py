@@ -11,7 +11,7 @@ from aiohttp import web
 from ..core.history import History
 from ..core.hub import Hub
 from ..feed import Feed
-from ..settings import Settings
+from ..settings import Settings, sqlite_path
 from ..stores.base import Store
 from ..stores.memory import MemoryStore
 from . import errors, limits, xsrf
@@ -42,6 +42,10 @@ def open_store(settings: Settings, history: History, app: web.Application) -> St
     render = message_renderer(app)
     if settings.store == "memory":
         return MemoryStore(history, render)
+    if sqlite_path(settings.store) is not None:
+        from ..stores.sqlite.store import SQLiteStore
+
+        return SQLiteStore(settings, render)
     from ..stores.redis.store import RedisStore  # imported only here: redis is an optional extra
 
     return RedisStore(settings, render)
