@@ -44,12 +44,14 @@ def test_console_script_is_installed() -> None:
     (["--poll-timeout", "-1"], {}, "--poll-timeout: expected more than 0"),
     (["--ping-interval", "soon"], {}, "--ping-interval: expected seconds, got 'soon'"),
     (["--max-body", "1.5"], {}, "--max-body: expected a whole number"),
-    (["--store", "ftp://x"], {}, "--store: expected 'memory' or a redis:// URL"),
+    (["--store", "ftp://x"], {}, "--store: expected 'memory', a redis:// URL or sqlite:///PATH"),
+    (["--store", "sqlite:///"], {}, "--store: expected 'memory', a redis:// URL or sqlite:///PATH"),
+    (["--sqlite-sync", "off"], {}, "--sqlite-sync: expected full or normal, got 'off'"),
     (["--bogus"], {}, "unrecognized arguments: --bogus"),
     ([], {"CHAT_PORT": "eighty"}, "CHAT_PORT: expected a whole number, got 'eighty'"),
     ([], {"CHAT_POLL_TIMEOUT": "0"}, "CHAT_POLL_TIMEOUT: expected more than 0"),
 ], ids=["port-word", "port-range", "history-0", "poll-negative", "ping-word", "body-float",
-        "store-scheme", "unknown", "env-port", "env-poll"])
+        "store-scheme", "sqlite-no-path", "sqlite-sync", "unknown", "env-port", "env-poll"])
 def test_bad_value_is_one_line_naming_the_option(args: list[str], env: dict[str, str],
                                                  words: str) -> None:
     result = run(*args, env=env)

@@ -105,6 +105,24 @@ async def test_stream_is_capped_near_retain_messages(chat: Chat, r: aioredis.Red
     assert len(await chat.history()) == 5
 
 
+@pytest.mark.parametrize("settings", [with_settings(retain_days=0.00003)], ids=["2.6s"])
+async def test_retain_days_trims_on_post_and_bounds_the_room_ttl(chat: Chat,
+                                                                 r: aioredis.Redis) -> None:
+    retain = 0.00003 * 86400
+    old = [await chat.post(f"old{i}") for i in range(3)]
+    assert 0 < await r.pttl(stream_key("main")) <= retain * 1000  # sooner than --room-ttl
+    await asyncio.sleep(retain / 2)
+    mid = await chat.post("mid")  # the room lives on: retain after this post
+    await asyncio.sleep(retain / 2 + 0.3)
+    new = await chat.post("new")  # the three old ones have expired: this post trims them
+    entries = cast(list[tuple[bytes, Any]], await r.xrange(stream_key("main")))
+    assert [e[0].decode().split("-")[1] for e in entries] == ["4", "5"]
+    async with chat.stream(last_event_id=old[0]["id"]) as s:
+        await s.read_bytes(len(OPENING))
+        assert (await s.read_event())["data"] == '{"reason": "evicted"}'
+        assert [m["id"] for m in await s.messages(2)] == [mid["id"], new["id"]]
+
+
 async def test_flushall_makes_old_cursors_reset_and_live_streams_go_on(
         chat: Chat, r: aioredis.Redis) -> None:
     old = await chat.post("before")

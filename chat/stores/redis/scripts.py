@@ -13,8 +13,11 @@
     after another one expired begins at a later millisecond, so its entries sort after the old
     ones and a reader blocked after an old entry still reads them.
 
-A read never writes (an empty room has no keys). Entries are removed only by our own trimming
-(``MAXLEN ~ --retain-messages``), so the oldest entry tells what is still kept.
+A read never writes (an empty room has no keys). Entries are removed only by our own trimming,
+so the oldest entry tells what is still kept: ``MAXLEN ~ --retain-messages`` on every post, and
+with ``--retain-days`` the entries older than that, oldest first, at most 100 per post
+(a room's keys also expire ``--retain-days`` after its last post when that is sooner than
+``--room-ttl``, so a room nobody posts to goes whole).
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ end
 
 # KEYS: meta, stream, epoch key.
 # ARGV: a new store id (used if the deployment has none yet), retain (MAXLEN ~), room TTL in ms,
-#       deadline in Redis ms ('0': none), body, name ('' for none), ts.
+#       deadline in Redis ms ('0': none), body, name ('' for none), ts, retain ms ('0': no age
+#       limit).
 # Returns {epoch, seq}, or false when the deadline has passed: the caller has already answered
 # 503, so a command that reaches Redis late must store nothing.
 PUBLISH: Final = _HELPERS + """
@@ -97,6 +101,25 @@ else
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], t .. '-' .. seq,
            'e', epoch, 'b', ARGV[5], 'n', ARGV[6], 't', ARGV[7])
+local retain_ms = tonumber(ARGV[8])
+if retain_ms > 0 then
+  -- Up to 100 of the oldest entries posted before the cutoff (field t, in seconds): the stream
+  -- then starts at the first entry that is newer, or at the 101st, or at the newest.
+  local cutoff = (now - retain_ms) / 1000
+  local function expired(entry)
+    local f = entry[2]
+    for j = 1, #f, 2 do if f[j] == 't' then return tonumber(f[j + 1]) < cutoff end end
+    return false
+  end
+  if expired(redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]) then
+    local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 101)
+    local keep = oldest[#oldest][1]
+    for i = 2, math.min(#oldest, 100) do
+      if not expired(oldest[i]) then keep = oldest[i][1] break end
+    end
+    redis.call('XTRIM', KEYS[2], 'MINID', '=', keep)
+  end
+end
 redis.call('HSET', KEYS[1], 'e', epoch, 't', t, 'n', seq)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
