@@ -334,6 +334,33 @@ async def test_the_file_levels_off_under_churn(tmp_path: Path,
     assert sizes[-1] < 8 * 1024 * 1024, sizes
 
 
+async def test_lowering_retention_gives_the_space_back(tmp_path: Path,
+                                                       processes: list[ServerProcess]) -> None:
+    """Incremental vacuum: pages freed by a trim go back to the file system, not just to the
+    file's free list."""
+    db = tmp_path / "chat.db"
+    server = start(processes, db)
+    async with chat_on(server) as chat:
+        async def post_some(k: int) -> None:
+            for i in range(250):
+                await chat.post(f"{k}-{i} " + "y" * 2000)
+
+        await asyncio.gather(*(post_some(k) for k in range(8)))
+    assert server.stop() == 0
+    full = db.stat().st_size
+    assert full > 4_000_000
+    server = start(processes, db, "--retain-messages", "10")
+    async with chat_on(server) as chat:
+        await until(functools.partial(_count, chat, "main"), 10, 20)
+
+        async def file_size() -> bool:
+            return db.stat().st_size < full // 4
+
+        await until(file_size, True, 20)
+    assert server.stop() == 0
+    assert db.stat().st_size < full // 4, (full, db.stat().st_size)
+
+
 async def _count(chat: Chat, room: str) -> int:
     return len(await everything(chat, room))
 

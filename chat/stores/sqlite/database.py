@@ -26,8 +26,9 @@ from .schema import CREATE, NotOurs, check_header, ensure_directory
 log = logging.getLogger(__name__)
 
 SYNC_MODES: Final = {"full": "FULL", "normal": "NORMAL"}
-# A WAL grown by a long read is cut back to this after a checkpoint.
-JOURNAL_SIZE_LIMIT: Final = 16 * 1024 * 1024
+# A WAL grown past this (a checkpoint held up by a long read) is cut back to it once it starts
+# over; about what the automatic checkpoint lets it reach (1,000 pages).
+JOURNAL_SIZE_LIMIT: Final = 4 * 1024 * 1024
 
 
 @dataclass

@@ -102,6 +102,7 @@ class Writer(threading.Thread):
         self._next_keys = now + KEYS_EVERY
         self._last_maintain = 0.0
         self._age_behind = False
+        self._vacuum_behind = False  # free pages still to give back
 
     # ---- called from the event loop --------------------------------------------------------
 
@@ -160,13 +161,14 @@ class Writer(threading.Thread):
 
     def _idle_timeout(self) -> float:
         now = time.monotonic()
-        if self.over or self._age_behind:
+        if self.over or self._age_behind or self._vacuum_behind:
             return max(0.0, self._last_maintain + MAINTAIN_EVERY - now)
         return max(0.0, min(self._next_age, self._next_keys) - now)
 
     def _maintenance_due(self) -> bool:
         now = time.monotonic()
-        if (self.over or self._age_behind) and now >= self._last_maintain + MAINTAIN_EVERY:
+        if (self.over or self._age_behind or self._vacuum_behind) and \
+                now >= self._last_maintain + MAINTAIN_EVERY:
             return True
         return now >= self._next_age or now >= self._next_keys
 
@@ -291,7 +293,8 @@ class Writer(threading.Thread):
             return
         if done.trims or done.forgotten:
             self.loop.call_soon_threadsafe(self.on_maintained, done)
-            self._vacuum()
+        if done.trims or done.forgotten or self._vacuum_behind:
+            self._vacuum_behind = self._vacuum()
 
     def _trim_counts(self, done: Maintained, touched: dict[str, RoomRow]) -> int:
         """Rooms over --retain-messages lose their oldest; returns the rows still allowed."""
@@ -352,13 +355,20 @@ class Writer(threading.Thread):
             done.forgot_ms = int(time.time() * 1000)
             self.conn.execute("UPDATE meta SET value = ? WHERE key = 'forgot_ms'", (done.forgot_ms,))
 
-    def _vacuum(self) -> None:
-        """Give free pages back once they are a good part of the file (steady posting reuses
-        them, so this only runs when the file has more room than it needs)."""
+    def _vacuum(self) -> bool:
+        """Give free pages back, ``VACUUM_PAGES`` at a time, once they are a good part of the
+        file (steady posting reuses them, so this only runs when the file has more room than it
+        needs); True while there is more to give back."""
         try:
             (free,) = self.conn.execute("PRAGMA freelist_count").fetchone()
             (pages,) = self.conn.execute("PRAGMA page_count").fetchone()
-            if free > max(64, pages // 8):
-                self.conn.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES})").fetchall()
+            if free <= max(64, pages // 8):
+                return False
+            # executescript: the pragma frees one page per step, and execute() steps once.
+            self.conn.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
+            # The file itself shrinks when the WAL is folded in; do not wait for readers.
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            return bool(free > VACUUM_PAGES)
         except sqlite3.Error as exc:
             log.warning("sqlite: incremental vacuum failed: %s", exc)
+            return False
