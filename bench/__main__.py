@@ -91,10 +91,11 @@ def one(job: Job, args: argparse.Namespace, pinned: bool) -> dict[str, Any]:
             result.update(runner.run(run(scenario, hostport, args.server_pid, profile)))
     else:
         port = server.free_port()
-        cmd = server.command(sys.executable, port, args.store, loop, server_cmd, args.server_arg)
-        with server.started(cmd, port, pinned) as srv:
-            with asyncio.Runner(loop_factory=harness_loop) as runner:
-                result.update(runner.run(run(scenario, srv.hostport, srv.pid, profile)))
+        with server.store_for_run(args.store) as store:
+            cmd = server.command(sys.executable, port, store, loop, server_cmd, args.server_arg)
+            with server.started(cmd, port, pinned) as srv:
+                with asyncio.Runner(loop_factory=harness_loop) as runner:
+                    result.update(runner.run(run(scenario, srv.hostport, srv.pid, profile)))
     result["machine"] = procstat.machine()
     return result
 
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("-S", "--subscribers", type=int, default=1000)
             p.add_argument("-M", "--messages", type=int, default=100)
             p.add_argument("-R", "--rate", type=float, default=20.0, help="messages per second")
+            p.add_argument("-c", "--conns", type=int, default=4,
+                           help="post runs: connections posting back to back at once")
             p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
                            help="the server's event loop (the harness uses uvloop when installed)")
             p.add_argument("--profile", type=Path, help="py-spy the server during delivery into this "
@@ -124,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--out", type=Path, help="append JSON lines here")
         p.add_argument("--url", help="use this running server (e.g. http://127.0.0.1:8888)")
         p.add_argument("--server-pid", type=int, help="with --url: its pid, for CPU and RSS")
-        p.add_argument("--store", default="memory", help="server store: memory or redis://...")
+        p.add_argument("--store", default="memory", help="server store: memory, redis://... or "
+                       "sqlite:///PATH; 'sqlite' is a new file in a temporary directory per run")
         p.add_argument("--server-cmd", help="server command template with {python} {port} {store}, "
                        "e.g. gunicorn with several workers; CPU and RSS sum its process tree")
         p.add_argument("--server-arg", action="append", default=[],
@@ -150,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "run":
         subscribers = 0 if args.kind == "post" else args.subscribers
         messages = args.messages if args.kind in ("sse", "poll") else 0
-        plan = [Job(Scenario(args.kind, subscribers, messages, args.rate, args.drain), args.loop)]
+        plan = [Job(Scenario(args.kind, subscribers, messages, args.rate, args.drain,
+                             conns=args.conns), args.loop)]
     else:
         plan = matrix(args.loops.split(","), [int(x) for x in args.sizes.split(",")],
                       not args.no_floors)

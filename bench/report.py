@@ -49,7 +49,12 @@ def server_label(r: dict[str, Any]) -> str:
     if cmd != "python -m chat":
         return cmd
     label = "chat"
-    if r.get("store", "memory") != "memory":
+    store = str(r.get("store", "memory"))
+    if store.startswith("sqlite"):
+        label += ", SQLite"
+        if "--sqlite-sync=normal" in r.get("server_args", []):
+            label += " (sync normal)"
+    elif store != "memory":
         label += ", Redis"
     workers = [a.split("=", 1)[1] for a in r.get("server_args", []) if a.startswith("--workers=")]
     if workers and workers[-1] != "1":

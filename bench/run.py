@@ -199,11 +199,13 @@ def _id_order(key: bytes) -> tuple[int, ...]:
     return tuple(int(part) for part in key.split(b"-")[1:] if part.isdigit())
 
 
-async def post_flood(hostport: str, seconds: float, conns: int) -> tuple[int, int]:
-    """``conns`` connections each posting back to back for ``seconds``: (accepted, rejected)."""
+async def post_flood(hostport: str, seconds: float, conns: int) -> tuple[int, int, list[float]]:
+    """``conns`` connections each posting back to back for ``seconds``: (accepted, rejected,
+    each accepted post's latency from writing the request to reading the reply, sorted)."""
     host, port = hostport.rsplit(":", 1)
     loop = asyncio.get_running_loop()
     ok = bad = 0
+    latencies: list[float] = []
     room = "flood" + secrets.token_hex(4)
     request = post_request(hostport, room, "flood message")
     deadline = perf() + seconds
@@ -213,16 +215,18 @@ async def post_flood(hostport: str, seconds: float, conns: int) -> tuple[int, in
         _, conn = await loop.create_connection(HTTPConn, host, int(port))
         try:
             while perf() < deadline:
+                t = perf()
                 status, _ = await conn.send(request)
                 if status == 200:
                     ok += 1
+                    latencies.append(perf() - t)
                 else:
                     bad += 1
         finally:
             conn.close()
 
     await asyncio.gather(*(worker() for _ in range(conns)))
-    return ok, bad
+    return ok, bad, sorted(latencies)
 
 
 async def _wait_delivered(subs: list[Subscriber], expected: int, last_post: float,
@@ -282,9 +286,12 @@ async def run(scenario: Scenario, hostport: str, pid: int | None,
     await publish(hostport, "warmup", 2, 1000.0)
     if scenario.kind == "post":
         a = meter.read()
-        ok, bad = await post_flood(hostport, scenario.post_seconds, scenario.conns)
+        ok, bad, latencies = await post_flood(hostport, scenario.post_seconds, scenario.conns)
         d = Meter.delta(a, meter.read())
-        out.update(posts_accepted=ok, posts_rejected=bad, posts_per_s=round(ok / d["wall"], 1),
+        out.update(posters=scenario.conns, posts_accepted=ok, posts_rejected=bad,
+                   posts_per_s=round(ok / d["wall"], 1),
+                   post_p50_ms=_ms(percentile(latencies, 50)),
+                   post_p99_ms=_ms(percentile(latencies, 99)),
                    server_cpu_us_per_post=round(d["server"] / max(ok, 1) * 1e6, 1),
                    server_cpu_frac=round(d["server"] / d["wall"], 3),
                    harness_cpu_frac=round(d["harness"] / d["wall"], 3),

@@ -50,6 +50,17 @@ def pin_harness() -> bool:
     return True
 
 
+@contextlib.contextmanager
+def store_for_run(store: str) -> Iterator[str]:
+    """The ``--store`` of one run: ``sqlite`` is a new file in a temporary directory, removed
+    after the run (so every run starts from an empty file); anything else as it is."""
+    if store != "sqlite":
+        yield store
+        return
+    with tempfile.TemporaryDirectory(prefix="chat-bench-") as directory:
+        yield f"sqlite:///{Path(directory).resolve()}/chat.db"
+
+
 def command(python: str, port: int, store: str, loop: str, template: str | None,
             extra: list[str]) -> list[str]:
     """The server's command line: ``python -m chat`` unless ``--server-cmd`` gives a template.

@@ -16,8 +16,8 @@ from typing import Any
 from aiohttp import web
 
 from .logs import quiet_client_errors
-from .settings import MEMORY_WORKERS, Settings
-from .stores.base import StoreUnavailable
+from .settings import Settings, workers_refusal
+from .stores.base import StoreInUse, StoreUnavailable
 from .web.app import create_app
 
 log = logging.getLogger("chat")
@@ -32,10 +32,9 @@ def configure_logging(level: str) -> None:
 
 
 def refusal(settings: Settings, workers: int) -> str | None:
-    """Why ``workers`` processes cannot serve ``settings.store``, or None if they can."""
-    if workers > 1 and settings.store == "memory":
-        return MEMORY_WORKERS.format(workers)
-    return None
+    """Why ``workers`` processes cannot serve ``settings.store`` (the memory store, a SQLite
+    file), or None if they can."""
+    return workers_refusal(settings, workers)
 
 
 def runner_options(settings: Settings) -> dict[str, Any]:
@@ -101,4 +100,4 @@ def serve(settings: Settings, *, log_level: str = "INFO", use_uvloop: bool = Tru
                     print=lambda text: log.info("%s", " ".join(text.replace("=", "").split())))
     except StoreUnavailable as exc:  # at startup: one line, not a traceback
         log.error("%s", exc)
-        raise SystemExit(1) from None
+        raise SystemExit(2 if isinstance(exc, StoreInUse) else 1) from None

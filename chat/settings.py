@@ -63,10 +63,31 @@ def networks(text: str) -> tuple[str, ...]:
     return values
 
 
+SQLITE_PREFIX = "sqlite:///"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///PATH`` store URL (SQLAlchemy's convention: ``sqlite:///var/chat.db``
+    is relative to the working directory, ``sqlite:////srv/chat.db`` absolute), else None."""
+    if not url.startswith(SQLITE_PREFIX):
+        return None
+    return Path(url[len(SQLITE_PREFIX):])
+
+
 def store_url(text: str) -> str:
     if text == "memory" or text.startswith(("redis://", "rediss://", "unix://")):
         return text
-    raise argparse.ArgumentTypeError(f"expected 'memory' or a redis:// URL, got {text!r}")
+    path = sqlite_path(text)
+    if path is not None and str(path) not in ("", ".", ":memory:") and not text.endswith("/"):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected 'memory', a redis:// URL or sqlite:///PATH (a file), got {text!r}")
+
+
+def sqlite_sync(text: str) -> str:
+    if text in ("full", "normal"):
+        return text
+    raise argparse.ArgumentTypeError(f"expected full or normal, got {text!r}")
 
 
 def flag(text: str) -> bool:
@@ -105,9 +126,15 @@ def _opt(default: Any, help: str, parse: Callable[[str], Any] = str, *, shown: s
 class Settings:
     host: str = _opt("127.0.0.1", "address to listen on")
     port: int = _opt(8888, "TCP port (0: any free port)", int_range(0, 65535))
-    store: str = _opt("memory", "'memory' (one process) or redis://host:port/db", store_url)
+    store: str = _opt("memory", "'memory' (one process, history lost on restart), "
+                                "sqlite:///PATH (one process, history kept in a file: "
+                                "sqlite:///var/chat.db relative, sqlite:////srv/chat.db absolute) "
+                                "or redis://host:port/db (several processes)", store_url)
     workers: int = _opt(1, "processes serving the port, under gunicorn (more than 1 needs a "
                            "shared store: --store redis://...)", int_range(1, 1024))
+    sqlite_sync: str = _opt("full", "SQLite: 'full' (a 200 means the message is on disk) or "
+                                    "'normal' (faster; a power loss may lose the last commits)",
+                            sqlite_sync)
     # ---- history ----
     history: int = _opt(200, "messages per room held in RAM: what a page shows and a reset "
                              "replays", int_range(1, 1_000_000))
@@ -217,6 +244,17 @@ def shown_default(field: dataclasses.Field[Any]) -> str:
 
 MEMORY_WORKERS = ("--workers {} needs a shared store: the memory store keeps each room inside "
                   "one process; add --store redis://host:port/db (or CHAT_STORE)")
+SQLITE_WORKERS = ("--workers {} cannot share a SQLite file: one process owns it; use --workers 1, "
+                  "or --store redis://host:port/db for several processes")
+
+
+def workers_refusal(settings: Settings, workers: int) -> str | None:
+    """Why ``workers`` processes cannot serve ``settings.store``, or None if they can."""
+    if workers > 1 and settings.store == "memory":
+        return MEMORY_WORKERS.format(workers)
+    if workers > 1 and sqlite_path(settings.store) is not None:
+        return SQLITE_WORKERS.format(workers)
+    return None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -251,6 +289,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
                         help="use asyncio's own event loop even when uvloop is installed")
     args = parser.parse_args(argv)
     settings = Settings(**{field.name: getattr(args, field.name) for _, field in options()})
-    if settings.workers > 1 and settings.store == "memory":
-        parser.error(MEMORY_WORKERS.format(settings.workers))
+    why = workers_refusal(settings, settings.workers)
+    if why is not None:
+        parser.error(why)
     return settings, args

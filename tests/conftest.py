@@ -1,8 +1,9 @@
 """Fixtures: short-timeout settings, a real test server, and helpers that speak the protocol.
 
 Every test that uses ``app`` (so ``client``, ``chat``, ``feed``) runs once per store: the
-memory store and the Redis store on a real redis-server that the session starts on a free
-port. Without redis-server the Redis runs are skipped, unless CHAT_REQUIRE_REDIS=1 (CI).
+memory store, the SQLite store on a file of the test's own, and the Redis store on a real
+redis-server that the session starts on a free port. Without redis-server the Redis runs are
+skipped, unless CHAT_REQUIRE_REDIS=1 (CI).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import hypothesis
@@ -23,7 +25,7 @@ from chat.settings import Settings
 from chat.web.app import create_app
 from chat.web.keys import feed_key
 
-from .support import FUZZ_EXAMPLES, TEST_SETTINGS, XSRF, Chat
+from .support import FUZZ_EXAMPLES, TEST_SETTINGS, XSRF, Chat, sqlite_url
 from .support.servers import REDIS_SERVER, RedisServer
 
 # Property and fuzz tests (hypothesis). In make test: a fixed seed (derandomize) and each test's
@@ -63,11 +65,14 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def store_url(request: pytest.FixtureRequest) -> str:
-    """``Settings.store`` for this run: each app-level test runs on both stores."""
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """``Settings.store`` for this run: each app-level test runs on every store (SQLite: a new
+    file of this test's own)."""
     if request.param == "memory":
         return "memory"
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "chat.db")
     url: str = request.getfixturevalue("redis_url")
     return url
 

@@ -201,7 +201,9 @@ class History:
         if w is not None:
             while len(w) and w.floor < floor:
                 self._pop(w)
-            w.complete = w.floor >= floor
+            # Complete only if the window now reaches down to what the store keeps; a window
+            # that starts above the store's floor still has older messages in the store.
+            w.complete = w.floor <= floor
 
     def drop(self, room: str) -> None:
         """Stop holding ``room`` (the store stopped feeding it)."""

@@ -18,7 +18,12 @@ from ..core.presence import View
 
 
 class StoreUnavailable(Exception):
-    """The backend cannot be reached or cannot write now; nothing was stored (503)."""
+    """The backend cannot be reached or cannot write now; nothing was stored (503). At start-up:
+    the store cannot be used (one line, exit status 1)."""
+
+
+class StoreInUse(StoreUnavailable):
+    """At start-up: another process owns the store (a SQLite file); exit status 2."""
 
 
 class Posted(NamedTuple):
@@ -32,8 +37,9 @@ class KeyConflict(Exception):
     """The ``client_key`` was used in this room for another message body (422)."""
 
     def __init__(self) -> None:
-        super().__init__("this key was used for another message in this room; a retry must "
-                         "send the same body and name, a new message a new key")
+        super().__init__("this client_key (Idempotency-Key) was used in this room for another "
+                         "message; a retry must send the same body and name, a new message a "
+                         "new key")
 
 
 class Listener(Protocol):

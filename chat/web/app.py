@@ -12,7 +12,7 @@ from ..core.hub import Hub
 from ..core.idempotency import Ledger
 from ..feed import Feed
 from ..presence import Rooms
-from ..settings import Settings
+from ..settings import Settings, sqlite_path
 from ..stores.base import Store
 from ..stores.memory import MemoryStore
 from . import errors, limits, xsrf
@@ -45,6 +45,10 @@ def open_store(settings: Settings, history: History, app: web.Application) -> St
         # Keys pin the messages they stored: at most an eighth of the history budget's worth.
         keys = Ledger(settings.idempotency_window, settings.history_bytes // 8)
         return MemoryStore(history, render, keys)
+    if sqlite_path(settings.store) is not None:
+        from ..stores.sqlite.store import SQLiteStore
+
+        return SQLiteStore(settings, render)
     from ..stores.redis.store import RedisStore  # imported only here: redis is an optional extra
 
     return RedisStore(settings, render)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..settings import Settings
-from . import api, health, longpoll, pages, posting, presence, stream
+from . import api, health, history, longpoll, pages, posting, presence, stream
 
 
 def setup_routes(app: web.Application, settings: Settings) -> None:
@@ -15,6 +15,7 @@ def setup_routes(app: web.Application, settings: Settings) -> None:
         web.post("/a/message/new", posting.new_message, name="message_new"),
         web.post("/a/message/updates", longpoll.updates, name="message_updates"),
         web.get("/a/message/stream", stream.stream, name="message_stream", allow_head=False),
+        web.get("/a/message/history", history.history, name="message_history"),
         web.post("/api/rooms/{room}/messages", api.new_message, name="api_message_new"),
         web.get("/a/presence", presence.presence, name="presence"),
         web.post("/a/typing", presence.typing, name="typing"),

@@ -13,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
+from chat.feed import Feed
 from chat.settings import Settings
 from chat.web.app import create_app
 
@@ -113,3 +114,13 @@ async def test_two_processes_racing_one_key_store_it_once(
         assert {b["id"] for b in bodies} == {bodies[0]["id"]}
         assert sum(r.headers.get("Idempotent-Replayed") == "true" for r in replies) == 5
     assert len(await Chat(clients[0]).history()) == 20
+
+
+async def test_keys_within_one_batch_are_replayed_too(chat: Chat, feed: Feed) -> None:
+    """Posts that arrive together (SQLite: one transaction) still store a repeated key once."""
+    posted = await asyncio.gather(*(feed.publish("main", "once", None, "same-key")
+                                    for _ in range(10)))
+    assert len({p.message.id for p in posted}) == 1
+    assert sorted(p.replayed for p in posted) == [False] + [True] * 9
+    assert [m["body"] for m in await chat.history()] == ["once"]
+    assert await chat.metric("chat_messages_published_total") == 1

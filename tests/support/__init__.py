@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientResponse
@@ -36,6 +37,11 @@ def wire_json(value: Any) -> bytes:
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     return "".join(f"\\u{ord(c):04x}" if 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029" else c
                    for c in text).encode()
+
+
+def sqlite_url(path: Path) -> str:
+    """``--store`` for a SQLite file (absolute: ``sqlite:////tmp/...``)."""
+    return f"sqlite:///{path.resolve()}"
 
 
 def with_settings(**changes: Any) -> Settings:
@@ -88,6 +94,12 @@ class Chat:
 
 
 _CONTROL = (b"event: presence\n", b"event: typing\n")
+
+
+def without_control(body: bytes) -> bytes:
+    """An SSE body without its presence and typing frames (which come and go with people)."""
+    frames = body.split(b"\n\n")
+    return b"\n\n".join(f for f in frames if not f.startswith(_CONTROL))
 
 
 class SSEStream:

@@ -88,12 +88,19 @@ async def test_data_layout(chat: Chat, r: aioredis.Redis) -> None:
 
 
 async def test_reading_an_empty_room_writes_nothing(chat: Chat, r: aioredis.Redis) -> None:
+    """Pages, polls and streams of an empty room store nothing. A poll or a stream is someone
+    in the room: presence (a key that expires within seconds) and its notice say so."""
     before = sorted(await r.keys("*"))
     assert (await chat.client.get("/rooms/fresh")).status == 200
+    assert sorted(await r.keys("*")) == before
     assert await chat.poll(room="fresh", cursor="zz-1") == {}
     async with chat.stream(room="fresh", last_event_id="earliest") as s:
         await s.read_bytes(len(OPENING))
-    assert [k for k in sorted(await r.keys("*")) if b"wake" not in k] == before
+    presence = (b"chat:{fresh}:p", b"chat:notices")
+    after = sorted(k for k in await r.keys("*") if b"wake" not in k and k not in presence)
+    assert after == before
+    if await r.exists(b"chat:{fresh}:p"):
+        assert 0 < await r.pttl(b"chat:{fresh}:p") <= 15_000
 
 
 @pytest.mark.parametrize("settings", [with_settings(history=5, retain_messages=5)],
@@ -104,6 +111,24 @@ async def test_stream_is_capped_near_retain_messages(chat: Chat, r: aioredis.Red
     # MAXLEN ~ trims whole nodes of 100 entries: between 5 and about 105 remain, never 300.
     assert 5 <= await r.xlen(stream_key("main")) <= 110
     assert len(await chat.history()) == 5
+
+
+@pytest.mark.parametrize("settings", [with_settings(retain_days=0.00003)], ids=["2.6s"])
+async def test_retain_days_trims_on_post_and_bounds_the_room_ttl(chat: Chat,
+                                                                 r: aioredis.Redis) -> None:
+    retain = 0.00003 * 86400
+    old = [await chat.post(f"old{i}") for i in range(3)]
+    assert 0 < await r.pttl(stream_key("main")) <= retain * 1000  # sooner than --room-ttl
+    await asyncio.sleep(retain / 2)
+    mid = await chat.post("mid")  # the room lives on: retain after this post
+    await asyncio.sleep(retain / 2 + 0.3)
+    new = await chat.post("new")  # the three old ones have expired: this post trims them
+    entries = cast(list[tuple[bytes, Any]], await r.xrange(stream_key("main")))
+    assert [e[0].decode().split("-")[1] for e in entries] == ["4", "5"]
+    async with chat.stream(last_event_id=old[0]["id"]) as s:
+        await s.read_bytes(len(OPENING))
+        assert (await s.read_event())["data"] == '{"reason": "evicted"}'
+        assert [m["id"] for m in await s.messages(2)] == [mid["id"], new["id"]]
 
 
 async def test_flushall_makes_old_cursors_reset_and_live_streams_go_on(

@@ -171,6 +171,14 @@ def test_trim_follows_the_stores_retention() -> None:
     assert (w.floor, seqs(w.newest(10)), w.complete) == (4, [5, 6], True)
 
 
+def test_trim_below_a_short_window_leaves_it_incomplete() -> None:
+    """RAM holds 8..10 of a store that keeps 5..10 after the trim: older ones are still kept."""
+    history = filled(10, per_room=3, authoritative=False)
+    history.trim("main", 4)
+    w = window(history)
+    assert (w.floor, seqs(w.newest(10)), w.complete) == (7, [8, 9, 10], False)
+
+
 @pytest.mark.parametrize("n", [1, 63, 64, 65, 200, 1000])
 def test_evicting_one_by_one_keeps_slices_right(n: int) -> None:
     history = filled(n + 50, per_room=50)

@@ -17,8 +17,11 @@
     --idempotency-window. It is checked and written by the same script as the append, so two
     processes posting one key at once store one message.
 
-A read never writes (an empty room has no keys). Entries are removed only by our own trimming
-(``MAXLEN ~ --retain-messages``), so the oldest entry tells what is still kept.
+A read never writes (an empty room has no keys). Entries are removed only by our own trimming,
+so the oldest entry tells what is still kept: ``MAXLEN ~ --retain-messages`` on every post, and
+with ``--retain-days`` the entries older than that, oldest first, at most 100 per post
+(a room's keys also expire ``--retain-days`` after its last post when that is sooner than
+``--room-ttl``, so a room nobody posts to goes whole).
 """
 
 from __future__ import annotations
@@ -92,7 +95,8 @@ end
 
 # KEYS: meta, stream, epoch key, [the idempotency key's hash].
 # ARGV: a new store id (used if the deployment has none yet), retain (MAXLEN ~), room TTL in ms,
-#       deadline in Redis ms ('0': none), body, name ('' for none), ts, [fingerprint, window ms].
+#       deadline in Redis ms ('0': none), body, name ('' for none), ts, retain ms ('0': no age
+#       limit), [fingerprint, window ms].
 # Returns {epoch, seq}; {epoch, seq, body, name, ts} when the key stored that message before;
 # {'conflict'} when it stored another body; or false when the deadline has passed: the caller
 # has already answered 503, so a command that reaches Redis late must store nothing.
@@ -103,7 +107,7 @@ if deadline > 0 and now > deadline then return false end
 if KEYS[4] then
   local seen = redis.call('HMGET', KEYS[4], 'f', 'e', 's', 'b', 'n', 't')
   if seen[1] then
-    if seen[1] ~= ARGV[8] then return {'conflict'} end
+    if seen[1] ~= ARGV[9] then return {'conflict'} end
     return {seen[2], seen[3], seen[4], seen[5], seen[6]}
   end
 end
@@ -128,13 +132,32 @@ else
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], t .. '-' .. seq,
            'e', epoch, 'b', ARGV[5], 'n', ARGV[6], 't', ARGV[7])
+local retain_ms = tonumber(ARGV[8])
+if retain_ms > 0 then
+  -- Up to 100 of the oldest entries posted before the cutoff (field t, in seconds): the stream
+  -- then starts at the first entry that is newer, or at the 101st, or at the newest.
+  local cutoff = (now - retain_ms) / 1000
+  local function expired(entry)
+    local f = entry[2]
+    for j = 1, #f, 2 do if f[j] == 't' then return tonumber(f[j + 1]) < cutoff end end
+    return false
+  end
+  if expired(redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]) then
+    local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 101)
+    local keep = oldest[#oldest][1]
+    for i = 2, math.min(#oldest, 100) do
+      if not expired(oldest[i]) then keep = oldest[i][1] break end
+    end
+    redis.call('XTRIM', KEYS[2], 'MINID', '=', keep)
+  end
+end
 redis.call('HSET', KEYS[1], 'e', epoch, 't', t, 'n', seq)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 if KEYS[4] then
-  redis.call('HSET', KEYS[4], 'f', ARGV[8], 'e', epoch, 's', seq, 'b', ARGV[5], 'n', ARGV[6],
+  redis.call('HSET', KEYS[4], 'f', ARGV[9], 'e', epoch, 's', seq, 'b', ARGV[5], 'n', ARGV[6],
              't', ARGV[7])
-  redis.call('PEXPIRE', KEYS[4], ARGV[9])
+  redis.call('PEXPIRE', KEYS[4], ARGV[10])
 end
 return {epoch, seq}
 """

@@ -58,7 +58,10 @@ class RedisStore:
         self.store_id = ""  # the deployment's, read from Redis by open()
         self._url = settings.store
         self._retain = settings.retain_messages
-        self._ttl_ms = int(settings.room_ttl * 1000)
+        self._retain_ms = int(settings.retain_days * 86400 * 1000)
+        # With --retain-days, a room also lives at most that long after its last post (every
+        # message in it has expired by then), so a quiet room does not keep expired messages.
+        self._ttl_ms = min(int(settings.room_ttl * 1000), self._retain_ms or 1 << 62)
         self._key_window_ms = int(settings.idempotency_window * 1000)
         self._timeout = settings.redis_timeout
         self._backoff = settings.redis_backoff
@@ -96,7 +99,7 @@ class RedisStore:
         # the other half for the reply), so a 503 here means nothing was stored.
         deadline = self.now_ms() + int(self._timeout * 500)
         args: list[Any] = [new_store_id(), self._retain, self._ttl_ms, deadline, body,
-                           name or "", repr(ts)]
+                           name or "", repr(ts), self._retain_ms]
         keys = self._keys(room)
         if client_key is not None:
             keys.append(scripts.client_key(room, client_key))
