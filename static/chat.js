@@ -167,12 +167,8 @@
 
   function pollLoop() {
     if (!polling) return;
-    var data = new FormData();
-    data.append("room", room);
-    data.append("cursor", cursor);
-    data.append("_xsrf", xsrfToken());
     pollAbort = new AbortController();
-    fetch(pollUrl, { method: "POST", body: data, signal: pollAbort.signal, credentials: "same-origin" })
+    postForm(pollUrl, { room: room, cursor: cursor }, pollAbort.signal)
       .then(function (response) {
         if (!response.ok) throw new Error("HTTP " + response.status);
         return response.json();
@@ -199,6 +195,23 @@
     return match ? decodeURIComponent(match[1]) : form.elements._xsrf.value;
   }
 
+  // POST a form with the _xsrf token. A 403 means our token is no longer valid (the server's
+  // secret changed: a memory store restarted); the page hands out a fresh cookie when the one
+  // it gets fails its check, so fetch the page (HEAD) once and send again with the new token.
+  function postForm(url, fields, signal) {
+    function attempt() {
+      var data = new FormData();
+      for (var key in fields) data.append(key, fields[key]);
+      data.append("_xsrf", xsrfToken());
+      return fetch(url, { method: "POST", body: data, signal: signal, credentials: "same-origin" });
+    }
+    return attempt().then(function (response) {
+      if (response.status !== 403) return response;
+      return fetch(location.pathname, { method: "HEAD", signal: signal, cache: "no-store",
+                                        credentials: "same-origin" }).then(attempt);
+    });
+  }
+
   var sending = false;
 
   function showSendError(text) {
@@ -211,14 +224,9 @@
     var text = bodyInput.value.trim();
     if (!text) return;
     sending = true;
-    var data = new FormData();
-    data.append("room", room);
-    data.append("body", text);
-    data.append("name", nameInput.value.trim());
-    data.append("_xsrf", xsrfToken());
     var abort = new AbortController();
     var timer = setTimeout(function () { abort.abort(); }, SEND_TIMEOUT);
-    fetch(postUrl, { method: "POST", body: data, signal: abort.signal, credentials: "same-origin" })
+    postForm(postUrl, { room: room, body: text, name: nameInput.value.trim() }, abort.signal)
       .then(function (response) {
         return response.json().catch(function () { return {}; }).then(function (reply) {
           if (!response.ok) throw new Error(reply.error || ("HTTP " + response.status));
