@@ -122,6 +122,22 @@ async def test_a_declared_charset_is_honoured(chat: Chat, charset: str, raw: byt
     assert (await response.json())["body"] == body
 
 
+@pytest.mark.parametrize("field, raw, body", [
+    ("ISO-8859-1", b"body=caf%E9", "café"),
+    ("windows-1252", b"body=%80uro", "€uro"),
+    ("UTF-8", b"body=caf%C3%A9", "café"),
+], ids=["iso-8859-1", "windows-1252", "utf-8"])
+async def test_a_charset_field_names_the_charset_of_a_urlencoded_form(
+        chat: Chat, field: str, raw: bytes, body: str) -> None:
+    """What a form with a hidden _charset_ input sends (HTML): judged, then used, before any
+    other field is decoded; the Content-Type's charset, when there is one, wins."""
+    response = await chat.client.post(
+        "/a/message/new", data=b"_charset_=" + field.encode() + b"&" + raw,
+        headers={"Content-Type": URLENCODED, "X-XSRFToken": XSRF})
+    assert response.status == 200, await response.text()
+    assert (await response.json())["body"] == body
+
+
 @pytest.mark.parametrize("sent, stored", [
     ("one\r\ntwo", "one\ntwo"),  # what a browser sends for a textarea's line break
     ("one\rtwo\r\n\r\nthree", "one\ntwo\n\nthree"),
