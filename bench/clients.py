@@ -15,7 +15,12 @@ from collections.abc import Callable
 from typing import cast
 from urllib.parse import quote
 
-XSRF = "b"
+from chat.web.xsrf import sign
+
+# The servers the harness starts sign their XSRF tokens with this secret (CHAT_SECRET, set by
+# bench.server.started), so one token, made here, is valid for every client; the floors check none.
+SECRET = "bench-secret-0123456789"
+XSRF = sign(SECRET.encode(), b"bench-token-nonce-")
 _SSE_ID = b"\nid: "
 _JSON_ID = b'{"id":"'
 _HEAD_END = b"\r\n\r\n"

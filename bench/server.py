@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .clients import SECRET
+
 SERVER_CORE = 0
 HARNESS_CORE = 1
 
@@ -75,7 +77,8 @@ def command(python: str, port: int, store: str, loop: str, template: str | None,
            "--poll-timeout", "600",
            # Every subscriber and the publisher are one address here: the per-client abuse limits
            # (posts/s, connections per address) and the process cap would refuse the load itself.
-           "--post-rate", "0", "--max-client-connections", "0", "--max-clients", "0"]
+           "--post-rate", "0", "--max-client-connections", "0", "--max-clients", "0",
+           "--request-rate", "0", "--max-address-connections", "0"]
     if loop == "asyncio":
         cmd.append("--no-uvloop")
     return cmd + extra
@@ -99,7 +102,8 @@ def started(cmd: list[str], port: int, pin: bool, timeout: float = 20.0) -> Iter
 
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                preexec_fn=on_core_zero if pin else None)
+                                preexec_fn=on_core_zero if pin else None,
+                                env={**os.environ, "CHAT_SECRET": SECRET})
     try:
         deadline = time.monotonic() + timeout
         while not _healthy(f"http://127.0.0.1:{port}/healthz"):

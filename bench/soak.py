@@ -48,8 +48,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chat.web.xsrf import sign
+
 ROOT = Path(__file__).resolve().parent.parent
-XSRF = "soak-token"
+# The soak's server signs XSRF tokens with this secret (CHAT_SECRET), so this token is valid.
+SECRET = "soak-secret-0123456789"
+XSRF = sign(SECRET.encode(), b"soak-token-nonce--")
 LINGER_RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
 
 
@@ -60,7 +64,8 @@ def server_args(port: int, args: argparse.Namespace) -> list[str]:
             # Everything comes from 127.0.0.1: the per-address limits must not apply to a soak.
             "--post-rate", "10000", "--post-burst", "10000",
             "--max-client-connections", str(args.clients * 4 + 100),
-            "--max-clients", str(args.clients * 4 + 100), *args.server_arg]
+            "--max-clients", str(args.clients * 4 + 100), "--request-rate", "0",
+            "--max-address-connections", "0", *args.server_arg]
 
 
 def start_server(args: argparse.Namespace, log: Any) -> tuple[subprocess.Popen[bytes], int]:
@@ -69,7 +74,8 @@ def start_server(args: argparse.Namespace, log: Any) -> tuple[subprocess.Popen[b
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         proc = subprocess.Popen(server_args(port, args), cwd=ROOT, stdout=log,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT,
+                                env={**os.environ, "CHAT_SECRET": SECRET})
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and proc.poll() is None:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):

@@ -19,6 +19,7 @@ from .logs import quiet_client_errors
 from .settings import Settings, workers_refusal
 from .stores.base import StoreInUse, StoreUnavailable
 from .web.app import create_app
+from .web.replies import SERVER
 
 log = logging.getLogger("chat")
 
@@ -49,6 +50,9 @@ def runner_options(settings: Settings) -> dict[str, Any]:
         # aiohttp's timer runs from the connection's start until a whole request has arrived.
         "keepalive_timeout": settings.keepalive_timeout,
         "access_log": logging.getLogger("aiohttp.access") if settings.access_log else None,
+        # A request Content-Encoding is refused (415) unread, so nothing needs inflating; off,
+        # aiohttp's parser never inflates a body either, not even the part it reads to discard.
+        "auto_decompress": False,
     }
 
 
@@ -67,9 +71,41 @@ async def tune_gc(app: web.Application) -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
+def raise_open_files() -> None:
+    """Every stream, poll and keep-alive connection is a file descriptor: take the hard limit
+    (a common soft default is 1,024), and say what it is."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("open files limit stays %d (hard %d): %s", soft, hard, exc)
+            return
+        log.info("open files limit raised from %d to the hard limit %d", soft, hard)
+    else:
+        log.info("open files limit %d (hard %s)", soft,
+                 "unlimited" if hard == resource.RLIM_INFINITY else hard)
+
+
+def hide_version() -> None:
+    """Responses aiohttp makes before any route runs (a malformed request's 400) say ``Server:
+    chat`` too, like the application's (chat.web.replies): no versions for a scanner to match.
+    aiohttp reads this default from its module each time it makes a response."""
+    import aiohttp.web_response
+
+    aiohttp.web_response.SERVER_SOFTWARE = SERVER  # type: ignore[attr-defined]
+
+
 def make_app(settings: Settings) -> web.Application:
+    """The application, and what this process sets for itself (so here, not in create_app)."""
+    raise_open_files()
+    hide_version()
     app = create_app(settings)
-    app.on_startup.append(tune_gc)  # the process's own setting, so here and not in create_app
+    app.on_startup.append(tune_gc)
     return app
 
 

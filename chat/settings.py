@@ -74,6 +74,20 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url[len(SQLITE_PREFIX):])
 
 
+# Who may read /metrics by default: this host and private networks (a scraper inside the
+# deployment), not the Internet.
+PRIVATE_NETWORKS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                    "fc00::/7")
+
+
+def secret_text(text: str) -> str:
+    if text and len(text) < 16:
+        raise argparse.ArgumentTypeError(
+            "expected at least 16 characters (e.g. python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'), or nothing to use the store's")
+    return text
+
+
 def store_url(text: str) -> str:
     if text == "memory" or text.startswith(("redis://", "rediss://", "unix://")):
         return text
@@ -171,15 +185,26 @@ class Settings:
     max_clients: int = _opt(10_000, "open streams + long-polls in this process (0: off)",
                             int_range(0, 10_000_000))
     trusted_proxies: tuple[str, ...] = _opt((), "comma-separated proxy addresses/networks whose "
-                                                "X-Forwarded-For names the client", networks,
-                                            shown="none")
+                                                "X-Forwarded-For (and X-Forwarded-Proto) name "
+                                                "the client", networks, shown="none")
+    request_rate: float = _opt(50.0, "page, stream and long-poll requests per second a client "
+                                     "may make, sustained (0: off)", rate)
+    request_burst: int = _opt(200, "page, stream and long-poll requests a client may make at "
+                                   "once before --request-rate applies", int_range(1, 1_000_000))
+    max_address_connections: int = _opt(256, "open HTTP connections per client address "
+                                             "(IPv6: per /64; trusted proxies are exempt; 0: off)",
+                                        int_range(0, 10_000_000))
+    max_pending_bytes: int = _opt(256 * MiB, "bytes of replies waiting in this process's socket "
+                                             "buffers; while over it, new streams and long-polls "
+                                             "get 503 (0: off)", int_range(0, 1 << 40),
+                                  shown="256 MiB")
     # ---- time limits ----
     keepalive_timeout: float = _opt(15.0, "seconds before an idle connection, or one still "
                                           "sending its headers, is closed", seconds)
     body_timeout: float = _opt(10.0, "seconds a request body may take to arrive (then 408)",
                                seconds)
-    stall_timeout: float = _opt(15.0, "seconds a stream's socket may accept nothing before the "
-                                      "client is dropped", seconds)
+    stall_timeout: float = _opt(15.0, "seconds a client may accept nothing of a reply or a "
+                                      "stream before its connection is closed", seconds)
     shutdown_timeout: float = _opt(1.0, "seconds shutdown waits for requests still running",
                                    seconds)
     idempotency_window: float = _opt(300.0, "seconds a client_key / Idempotency-Key is "
@@ -221,7 +246,19 @@ class Settings:
     room_ttl: float = _opt(7 * 86400.0, "seconds a Redis room lives after its last post",
                            float_range(60, 10 * 365 * 86400, "seconds", low_ok=True),
                            shown="7 days")
+    # ---- security ----
+    secret: str = _opt("", "server secret that signs the XSRF tokens; when not given, one is made "
+                           "once and kept by the store (memory: until restart; Redis: chat:secret) "
+                           "so every process shares it. Prefer CHAT_SECRET", secret_text,
+                       shown="the store's", secret=True)
     # ---- operations ----
+    metrics_allow: tuple[str, ...] = _opt(PRIVATE_NETWORKS, "comma-separated addresses/networks "
+                                                            "that may read /metrics (others get "
+                                                            "403; 0.0.0.0/0,::/0: anyone)",
+                                          networks, shown="loopback and private networks")
+    metrics_cache: float = _opt(1.0, "seconds a /metrics text is reused before it is made again "
+                                     "(a scrape costs O(connections); 0: every time)",
+                                float_range(0, 60, "seconds", low_ok=True))
     backlog: int = _opt(4096, "listen backlog for new connections", int_range(1, 1_000_000))
     access_log: bool = _opt(False, "log every request (1/0)", flag, shown="off")
     templates_dir: Path = ROOT / "templates"

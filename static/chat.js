@@ -364,12 +364,8 @@
 
   function pollLoop() {
     if (!polling) return;
-    var data = new FormData();
-    data.append("room", room);
-    data.append("cursor", cursor);
-    data.append("_xsrf", xsrfToken());
     pollAbort = new AbortController();
-    fetch(pollUrl, { method: "POST", body: data, signal: pollAbort.signal, credentials: "same-origin" })
+    postForm(pollUrl, { room: room, cursor: cursor }, pollAbort.signal)
       .then(function (response) {
         if (!response.ok) {
           var error = new Error("HTTP " + response.status);
@@ -413,6 +409,23 @@
     var key = "";
     for (var i = 0; i < bytes.length; i++) key += (bytes[i] + 256).toString(16).slice(1);
     return key;
+  }
+
+  // POST a form with the _xsrf token. A 403 means our token is no longer valid (the server's
+  // secret changed: a memory store restarted); the page hands out a fresh cookie when the one
+  // it gets fails its check, so fetch the page (HEAD) once and send again with the new token.
+  function postForm(url, fields, signal) {
+    function attempt() {
+      var data = new FormData();
+      for (var key in fields) data.append(key, fields[key]);
+      data.append("_xsrf", xsrfToken());
+      return fetch(url, { method: "POST", body: data, signal: signal, credentials: "same-origin" });
+    }
+    return attempt().then(function (response) {
+      if (response.status !== 403) return response;
+      return fetch(location.pathname, { method: "HEAD", signal: signal, cache: "no-store",
+                                        credentials: "same-origin" }).then(attempt);
+    });
   }
 
   function showSendError(text) {
@@ -490,15 +503,10 @@
   function pump() {
     if (inFlight || !outbox.length) return;
     var entry = inFlight = outbox.shift();
-    var data = new FormData();
-    data.append("room", room);
-    data.append("body", entry.text);
-    data.append("name", entry.name);
-    data.append("client_key", entry.key);
-    data.append("_xsrf", xsrfToken());
     var abort = new AbortController();
     var timer = setTimeout(function () { abort.abort(); }, SEND_TIMEOUT);
-    fetch(postUrl, { method: "POST", body: data, signal: abort.signal, credentials: "same-origin" })
+    postForm(postUrl, { room: room, body: entry.text, name: entry.name, client_key: entry.key },
+             abort.signal)
       .then(function (response) {
         return response.json().catch(function () { return {}; }).then(function (reply) {
           if (!response.ok) throw new Error(reply.error || ("HTTP " + response.status));

@@ -17,7 +17,7 @@ from typing import Any
 import hypothesis
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpClient
 
 from chat.feed import Feed
@@ -91,7 +91,10 @@ async def app(settings: Settings, store_url: str) -> web.Application:
 
 @pytest.fixture
 async def client(aiohttp_client: AiohttpClient, app: web.Application) -> TestClient[Any, Any]:
-    c = await aiohttp_client(app)
+    # As python -m chat serves (chat.server.runner_options): request bodies are never inflated.
+    server = TestServer(app)
+    await server.start_server(auto_decompress=False)
+    c: TestClient[Any, Any] = await aiohttp_client(server)
     c.session.cookie_jar.update_cookies({"_xsrf": XSRF})
     return c
 

@@ -16,7 +16,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Final, Generic, Protocol, TypeVar
 
-from . import tcpinfo
+from . import logfmt, tcpinfo
 from .message import PING, Message, chunk
 
 log = logging.getLogger(__name__)
@@ -177,6 +177,9 @@ class Hub:
         self.published = 0
         self.deliveries = 0
         self.dropped: Counter[str] = Counter()  # stream clients the hub disconnected, by reason
+        # Bytes waiting in the streams' transport buffers (not yet taken by the kernel), as of
+        # the last sweep: part of what --max-pending-bytes bounds.
+        self.buffered = 0
         self.closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -272,8 +275,9 @@ class Hub:
         sub.close(reason)
         self.dropped[reason] += 1
         peer = sub.transport.get_extra_info("peername")
-        log.warning("event=dropped reason=%s room=%s client=%s queued=%d", reason, sub.room,
-                    peer[0] if peer else "unknown", self.queue_size if reason == "slow" else 0)
+        log.warning("%s", logfmt.line(event="dropped", reason=reason, room=sub.room,
+                                      client=peer[0] if peer else "unknown",
+                                      queued=self.queue_size if reason == "slow" else 0))
         sub.transport.abort()
 
     def wait(self, room: str) -> asyncio.Future[None]:
@@ -311,8 +315,10 @@ class Hub:
         peer, whose next heartbeat is never acknowledged.
         """
         stalled = []
+        buffered = 0
         for subs in self._subs.values():
             for sub in subs:
+                buffered += sub.transport.get_write_buffer_size()
                 waiting, acked = tcpinfo.progress(sub.sock)
                 if not waiting and not sub.sink.writing_paused:
                     sub.stalled_since = None
@@ -323,6 +329,7 @@ class Hub:
                     sub.stalled_since = now
                 elif now - sub.stalled_since >= self.stall_timeout:
                     stalled.append(sub)
+        self.buffered = buffered
         for sub in stalled:
             self.drop(sub, "stalled")
 

@@ -15,8 +15,8 @@ from ..presence import Rooms
 from ..settings import Settings, sqlite_path
 from ..stores.base import Store
 from ..stores.memory import MemoryStore
-from . import errors, limits, xsrf
-from .keys import feed_key, limits_key, metrics_key, settings_key
+from . import errors, limits, replies, xsrf
+from .keys import feed_key, limits_key, metrics_key, settings_key, tokens_key
 from .metrics import Metrics
 from .routes import setup_routes
 from .templating import message_renderer, setup_templating
@@ -26,15 +26,19 @@ def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or Settings()
     app = web.Application(
         client_max_size=settings.max_request,
-        middlewares=[errors.security_headers, errors.json_errors, limits.apply_limits,
-                     xsrf.check_xsrf],
+        # Outermost first: replies.deliver writes every response (within --stall-timeout, and
+        # before a connection slot is given back), so it must see what the others made of it.
+        middlewares=[replies.deliver, errors.json_errors, limits.apply_limits, xsrf.check_xsrf],
     )
     app[settings_key] = settings
     app[limits_key] = limits.Limits(settings)
-    app[metrics_key] = Metrics(app[limits_key])
+    app[metrics_key] = Metrics(app[limits_key], max_age=settings.metrics_cache)
+    app[tokens_key] = xsrf.Tokens()
     setup_templating(app, settings)
     setup_routes(app, settings)
     app.cleanup_ctx.append(feed_ctx)
+    app.cleanup_ctx.append(xsrf.secret_ctx)  # after the feed: the store may keep the secret
+    app.on_response_prepare.append(replies.name_server)
     app.on_shutdown.append(end_streams)
     return app
 

@@ -1,4 +1,8 @@
-"""Error responses: JSON ``{"error": "..."}`` for everything under /a/ and /api/, and the page headers."""
+"""Error responses: JSON ``{"error": "..."}`` for everything under /a/ and /api/.
+
+A 413 or a 415 closes the connection: the body it refused is never read (chat.web.replies closes
+it as soon as the reply is written). A store that cannot serve is a 503 and one log line.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from ..core import logfmt
 from ..stores.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -41,11 +46,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
                 if k in ("Allow", "Retry-After", "WWW-Authenticate")}
         response = json_error(exc.status, _words(request, exc), keep)
         # An error that ends the connection (the body could not be read) must say so.
-        if exc.keep_alive is False or exc.headers.get("Connection", "").lower() == "close":
+        if exc.keep_alive is False or exc.headers.get("Connection", "").lower() == "close" \
+                or exc.status in (413, 415):
             response.force_close()
         return response
     except StoreUnavailable as exc:
-        log.warning("store unavailable: %s", exc)
+        log.warning("%s", logfmt.line(event="store_unavailable", method=request.method,
+                                      path=request.path, error=exc))
         if api:
             return json_error(503, "the message store is unavailable; try again shortly",
                               {"Retry-After": "1"})
@@ -55,23 +62,3 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         log.exception("error handling %s %s", request.method, request.path)
         return json_error(500, "internal server error")
-
-
-# Pages render user text; even though it is escaped, the policy forbids inline script and any
-# foreign origin, so a missed escape still cannot run script (defence in depth).
-_PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
-    "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-}
-
-
-@web.middleware
-async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
-    if not response.prepared:
-        for key, value in _PAGE_HEADERS.items():
-            response.headers.setdefault(key, value)
-    return response

@@ -6,10 +6,10 @@ import asyncio
 import codecs
 import re
 import urllib.parse
-from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import BodyPartReader
 from multidict import MultiDict, MultiDictProxy
 
 from ..settings import Settings
@@ -27,7 +27,7 @@ _LINE_BREAK = re.compile(r"\r\n?")
 # More fields than any of our forms has, by far (aiohttp's own multipart limit is the same).
 _MAX_FIELDS = 1000
 # An unpaired surrogate cannot be encoded as UTF-8: stored, it would break every page showing it.
-# Only an exotic charset (utf-7, unicode_escape) can produce one; UTF-8 itself cannot.
+# None of the allowed charsets can produce one (utf-7 and unicode_escape could): a second line.
 _SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 # Control characters other than tab and line feed (C0, DEL and C1): invisible on the page, and
 # dropped (NUL) or obeyed (ESC) by what shows the text elsewhere. A body keeps tabs and newlines.
@@ -35,32 +35,68 @@ _BODY_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _NAME_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+# The charsets a form may be in, as a client may spell them, and the codec that decodes each.
+# What a browser sends (UTF-8: our pages are UTF-8) and the single-byte ones old clients use;
+# every one of them decodes in linear time and cannot spell an unpaired surrogate. Anything
+# else (punycode's decoder is quadratic, utf-7 spells surrogates, unicode_escape runs an
+# escape language) is a 415 before a byte is decoded.
+CHARSETS = {
+    "utf-8": "utf-8", "utf8": "utf-8", "unicode-1-1-utf-8": "utf-8",
+    "iso-8859-1": "latin-1", "iso8859-1": "latin-1", "iso_8859-1": "latin-1", "latin1": "latin-1",
+    "latin-1": "latin-1", "l1": "latin-1",
+    "windows-1252": "cp1252", "cp1252": "cp1252", "x-cp1252": "cp1252",
+    "us-ascii": "ascii", "ascii": "ascii",
+}
+CHARSET_FIELD = "_charset_"  # HTML: the browser fills it with the charset it used
+
+
+def codec(label: str | None, default: str = "utf-8") -> str:
+    """The codec for a declared charset (None: ``default``); 415 for any other charset."""
+    if label is None:
+        return default
+    found = CHARSETS.get(label.strip().lower())
+    if found is None:
+        raise unsupported(label)
+    return found
+
+
+def unsupported(label: str) -> web.HTTPUnsupportedMediaType:
+    error = web.HTTPUnsupportedMediaType(
+        text=f"unsupported charset {label[:40]!r}: send UTF-8 (or ISO-8859-1 or windows-1252)")
+    error.force_close()  # the rest of the body is never read
+    return error
+
+
 async def read_form(request: web.Request) -> MultiDictProxy[str]:
-    """The posted form, parsed once per request; 400/408/413 when it is not a form of text."""
+    """The posted form, parsed once per request; 400/408/413/415 when it is not a form of text.
+
+    The charset is checked before any byte is decoded, and the size before any byte is read.
+    """
     if form_key in request:
         return request[form_key]
     if request.content_type not in _FORM_TYPES:
         raise web.HTTPBadRequest(
             text="expected a form: application/x-www-form-urlencoded or multipart/form-data")
-    limit = request.app[settings_key].body_timeout
+    settings = request.app[settings_key]
+    if request.content_length is not None and request.content_length > settings.max_request:
+        raise web.HTTPRequestEntityTooLarge(max_size=settings.max_request,
+                                            actual_size=request.content_length)
+    charset = request.charset
+    default = codec(charset)  # a 415 before the body is read
+    limit = settings.body_timeout
     try:
         if request.content.is_eof():
             # The whole body is here (a small form comes with its headers): nothing to wait
             # for, so no timer either.
-            form = await _parse(request)
+            form = await _parse(request, default, charset is not None, settings.max_request)
         else:
             # A body sent byte by byte must not hold this handler for long (slowloris).
             async with asyncio.timeout(limit):
-                form = await _parse(request)
+                form = await _parse(request, default, charset is not None, settings.max_request)
     except TimeoutError:
         raise web.HTTPRequestTimeout(text=f"the request body did not arrive within {limit:g} s",
                                      headers={"Connection": "close"}) from None
-    except UnicodeDecodeError as exc:
-        raise web.HTTPBadRequest(text=f"the form is not valid {_charset_name(exc.encoding)}") \
-            from None
-    except LookupError as exc:  # a charset Python does not know, or one that is not text
-        raise web.HTTPBadRequest(text=f"unsupported charset: {exc}") from None
-    except web.RequestPayloadError as exc:  # e.g. a Content-Encoding that does not decode
+    except web.RequestPayloadError as exc:  # e.g. a broken chunked body
         error = web.HTTPBadRequest(text=f"could not read the request body: {_why(exc)}")
         error.force_close()  # aiohttp drops the connection after this; the client must know
         raise error from None
@@ -73,27 +109,77 @@ async def read_form(request: web.Request) -> MultiDictProxy[str]:
         raise web.HTTPBadRequest(text="malformed form: multipart this server cannot read") \
             from None
     for key, value in form.items():
-        if not isinstance(value, str):
-            raise web.HTTPBadRequest(text=f"field {key!r} must be text, not a file")
         if _SURROGATE_RE.search(key) or _SURROGATE_RE.search(value):
             raise web.HTTPBadRequest(text="the form is not valid text (unpaired surrogate)")
     request[form_key] = form
     return form
 
 
-async def _parse(request: web.Request) -> MultiDictProxy[Any]:
+async def _parse(request: web.Request, default: str, declared: bool,
+                 max_size: int) -> MultiDictProxy[str]:
     if request.content_type == "multipart/form-data":
-        return await request.post()
+        return await _multipart(request, default, max_size)
     # URL-encoded: parsed here rather than by aiohttp, whose decoding turns percent-escapes that
     # are not valid in the charset (%FF in UTF-8) into U+FFFD silently. Here they are a 400.
-    pairs = parse_urlencoded(await request.read(), request.charset or "utf-8")
-    return MultiDictProxy(MultiDict(pairs))
+    # Split and unescaped as bytes first, so that a _charset_ field is checked before anything
+    # is decoded in the charset it names.
+    pairs = urlencoded_pairs(await request.read())
+    named = [codec(v.decode("latin-1")) for k, v in pairs if k == CHARSET_FIELD.encode()]
+    charset = default if declared or not named else named[0]
+    return MultiDictProxy(MultiDict((_decode(k, charset), _decode(v, charset)) for k, v in pairs))
 
 
-def parse_urlencoded(raw: bytes, charset: str) -> list[tuple[str, str]]:
-    """``application/x-www-form-urlencoded`` pairs, as ``urllib.parse.parse_qsl`` with blank
-    values kept and strict decoding, but in C speed: urllib decodes each ``%XX`` in Python,
-    which made a post of 4,096 emoji (49,152 escapes) cost 3 ms of the event loop."""
+def _decode(data: bytes, charset: str) -> str:
+    try:
+        return data.decode(charset)
+    except UnicodeDecodeError:
+        raise web.HTTPBadRequest(text=f"the form is not valid {_charset_name(charset)}") \
+            from None
+
+
+async def _multipart(request: web.Request, default: str, max_size: int) -> MultiDictProxy[str]:
+    """Each part's charset (its own, else a first ``_charset_`` part's, else the request's) is
+    checked before the part is decoded; a part that is a file or nested multipart is a 400."""
+    reader = await request.multipart()
+    fields: MultiDict[str] = MultiDict()
+    while True:
+        try:
+            part = await reader.next()
+        except UnicodeDecodeError:  # a first _charset_ part that is not even a name
+            raise unsupported("(not UTF-8)") from None
+        if part is None:
+            break
+        if not isinstance(part, BodyPartReader):
+            raise web.HTTPBadRequest(text="malformed form: a part is itself multipart")
+        name = part.name
+        if name is None:
+            raise web.HTTPBadRequest(text="malformed form: a part without a field name")
+        content_type = part.headers.get(hdrs.CONTENT_TYPE)
+        if part.filename is not None or (
+                content_type is not None and not content_type.lower().startswith("text/")):
+            raise web.HTTPBadRequest(text=f"field {name[:64]!r} must be text, not a file")
+        charset = codec(part.get_charset(default), default)
+        raw = await part.read(decode=True)
+        if request.content.total_bytes > max_size:
+            raise web.HTTPRequestEntityTooLarge(max_size=max_size,
+                                                actual_size=request.content.total_bytes)
+        value = _decode(bytes(raw), charset)
+        if name == CHARSET_FIELD:
+            codec(value)
+        fields.add(name, value)
+        if len(fields) > _MAX_FIELDS:
+            raise web.HTTPBadRequest(text=f"malformed form: more than {_MAX_FIELDS} fields")
+    # A first part named _charset_ is taken by aiohttp's reader as the default for the parts
+    # after it (RFC 7578); checked above through get_charset(), and here if no part followed.
+    codec(getattr(reader, "_default_charset", None))
+    return MultiDictProxy(fields)
+
+
+def urlencoded_pairs(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """``application/x-www-form-urlencoded`` pairs, unescaped but not decoded, as
+    ``urllib.parse.parse_qsl`` splits them (blank values kept), but in C speed: urllib decodes
+    each ``%XX`` in Python, which made a post of 4,096 emoji (49,152 escapes) cost 3 ms of the
+    event loop."""
     raw = raw.rstrip()
     if raw.count(b"&") >= _MAX_FIELDS:
         raise ValueError(f"more than {_MAX_FIELDS} fields")
@@ -101,8 +187,13 @@ def parse_urlencoded(raw: bytes, charset: str) -> list[tuple[str, str]]:
     for field in raw.split(b"&"):
         if field:
             name, _, value = field.partition(b"=")
-            pairs.append((_unquote(name).decode(charset), _unquote(value).decode(charset)))
+            pairs.append((_unquote(name), _unquote(value)))
     return pairs
+
+
+def parse_urlencoded(raw: bytes, charset: str) -> list[tuple[str, str]]:
+    """The pairs decoded strictly in ``charset`` (UnicodeDecodeError when they are not)."""
+    return [(k.decode(charset), v.decode(charset)) for k, v in urlencoded_pairs(raw)]
 
 
 def _unquote(part: bytes) -> bytes:
@@ -110,7 +201,8 @@ def _unquote(part: bytes) -> bytes:
     if b"%" not in part:
         return part
     try:  # every "%XX" made a "\xXX" escape (backslashes themselves escaped first)
-        return codecs.escape_decode(part.replace(b"\\", b"\\\\").replace(b"%", b"\\x"))[0]
+        decoded: bytes = codecs.escape_decode(part.replace(b"\\", b"\\\\").replace(b"%", b"\\x"))[0]
+        return decoded
     except ValueError:  # a "%" without two hex digits after it stays as it is, as in browsers
         return urllib.parse.unquote_to_bytes(part)
 
@@ -122,10 +214,8 @@ def _why(exc: Exception) -> str:
 
 
 def _charset_name(encoding: str) -> str:
-    try:
-        return "UTF-8" if codecs.lookup(encoding).name == "utf-8" else encoding
-    except LookupError:
-        return encoding
+    return {"utf-8": "UTF-8", "latin-1": "ISO-8859-1", "cp1252": "windows-1252"}.get(
+        encoding, encoding)
 
 
 def room(value: str | None) -> str:

@@ -16,11 +16,16 @@ if TYPE_CHECKING:
     from ..settings import Settings
     from .limits import Limits
     from .metrics import Metrics
+    from .xsrf import Tokens
 
 settings_key: web.AppKey[Settings] = web.AppKey("settings_key")
 feed_key: web.AppKey[Feed] = web.AppKey("feed_key")
 metrics_key: web.AppKey[Metrics] = web.AppKey("metrics_key")
 limits_key: web.AppKey[Limits] = web.AppKey("limits_key")
+tokens_key: web.AppKey[Tokens] = web.AppKey("tokens_key")
 
 # The request's parsed form: read once, by the XSRF check or the handler, whichever comes first.
 form_key: web.RequestKey[MultiDictProxy[str]] = web.RequestKey("form_key")
+# The client holding one of the per-client stream + long-poll slots for this request; released
+# once the reply is written (chat.web.replies), not when the handler returns.
+slot_key: web.RequestKey[str] = web.RequestKey("slot_key")

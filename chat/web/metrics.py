@@ -7,7 +7,8 @@ The hot counters (published, deliveries, drops) are plain integers on the Hub, r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -15,7 +16,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from ..feed import Feed
-from .limits import Limits
+from .limits import WORDS, Limits
 
 
 class ChatCollector(Collector):
@@ -27,7 +28,7 @@ class ChatCollector(Collector):
         limits = self.limits
         refused = CounterMetricFamily("chat_rate_limited", "Requests refused by a limit.",
                                       labels=["reason"])
-        for reason in ("posts", "api_posts", "client_connections", "process_clients"):
+        for reason in WORDS:
             refused.add_metric([reason], limits.refused[reason])
         yield refused
         yield GaugeMetricFamily("chat_open_connections",
@@ -61,20 +62,38 @@ class ChatCollector(Collector):
         for reason in ("slow", "stalled"):
             dropped.add_metric([reason], hub.dropped[reason])
         yield dropped
+        replies = CounterMetricFamily("chat_replies_dropped", "Replies (not streams) cut off "
+                                      "because the client accepted nothing for --stall-timeout.",
+                                      value=limits.stalled_replies)
+        yield replies
+        yield GaugeMetricFamily("chat_pending_bytes", "Bytes of replies waiting in this "
+                                "process's socket buffers (within --max-pending-bytes).",
+                                value=limits.pending_bytes(hub.buffered))
 
 
 class Metrics:
-    """One registry per application, so several apps (tests, workers) never share counters."""
+    """One registry per application, so several apps (tests, workers) never share counters.
 
-    def __init__(self, limits: Limits) -> None:
+    A scrape costs O(connections) (3 ms at 2,000 streams), so the text is made at most once per
+    ``max_age`` seconds, however often it is asked for."""
+
+    def __init__(self, limits: Limits, max_age: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = CollectorRegistry()
         self.collector = ChatCollector(limits)
         self.registry.register(self.collector)
         ProcessCollector(registry=self.registry)
+        self.max_age = max_age
+        self.clock = clock
+        self._cached: tuple[float, bytes] | None = None
 
     def watch(self, feed: Feed | None) -> None:
         self.collector.feed = feed
+        self._cached = None
 
     def render(self) -> tuple[bytes, str]:
-        """The exposition text and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """The exposition text (at most ``max_age`` old) and its content type."""
+        now = self.clock()
+        if self._cached is None or now - self._cached[0] >= self.max_age:
+            self._cached = (now, generate_latest(self.registry))
+        return self._cached[1], CONTENT_TYPE_LATEST

@@ -27,6 +27,6 @@ async def room_page(request: web.Request) -> web.Response:
         "max_name": settings.max_name,
     })
     response.headers["Cache-Control"] = "no-cache"
-    if new:
-        xsrf.set_cookie(response, token)
+    if new:  # none yet, or one this server did not make (a secret since changed): a fresh one
+        xsrf.set_cookie(request, response, token)
     return response

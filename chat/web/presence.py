@@ -24,7 +24,7 @@ async def typing(request: web.Request) -> web.Response:
     if name is None:
         raise web.HTTPBadRequest(text="name is required: who is typing?")
     limits = request.app[limits_key]
-    client = limits.client(request.remote, request.headers.get("X-Forwarded-For"))
+    client = limits.client(request.remote, request.headers.getall("X-Forwarded-For", ()))
     if not limits.typing.take(f"{client} {room}"):
         await request.app[feed_key].rooms.typing(room, name)
     return web.Response(status=204)

@@ -21,7 +21,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVER_ARGS = ("--retry-ms", "300", "--poll-timeout", "10", "--ping-interval", "5",
                "--shutdown-timeout", "1", "--log-level", "INFO", *NO_LIMITS)
 
-XSRF = "browser-test-token"  # what the HTTP client sends as both cookie and field
 _RUNNING = re.compile(r"Running on http://[^:\s]+:(\d+)")
 
 
@@ -134,30 +133,43 @@ class ChatServer:
 class Api:
     """The other side of a conversation: plain HTTP to the server, no browser.
 
-    It sends the same ``_xsrf`` value as cookie and header, the double submit the server checks.
+    It sends the ``_xsrf`` token the page hands out as cookie and header, the double submit the
+    server checks, and fetches a new one when the server no longer takes it (a restart of the
+    memory store makes a new secret).
     """
 
     def __init__(self, server: ChatServer) -> None:
         self.server = server
-        self.session = aiohttp.ClientSession(
-            cookie_jar=aiohttp.DummyCookieJar(),
-            headers={"Cookie": f"_xsrf={XSRF}", "X-XSRFToken": XSRF},
-            timeout=aiohttp.ClientTimeout(total=10))
+        self.session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(),
+                                             timeout=aiohttp.ClientTimeout(total=10))
+        self._token: str | None = None
 
     async def close(self) -> None:
         await self.session.close()
 
+    async def _post(self, path: str, data: dict[str, str]) -> aiohttp.ClientResponse:
+        for fresh in (False, True):
+            if self._token is None or fresh:
+                async with self.session.get(self.server.url + "/") as page:
+                    self._token = page.cookies["_xsrf"].value
+            response = await self.session.post(
+                self.server.url + path, data=data,
+                headers={"Cookie": f"_xsrf={self._token}", "X-XSRFToken": self._token})
+            if response.status != 403 or fresh:
+                break
+            response.release()
+        return response
+
     async def post(self, body: str, name: str | None = None, room: str = "main") -> dict[str, Any]:
         data = {"body": body, "room": room, **({"name": name} if name else {})}
-        async with self.session.post(self.server.url + "/a/message/new", data=data) as response:
+        async with await self._post("/a/message/new", data) as response:
             assert response.status == 200, await response.text()
             result: dict[str, Any] = await response.json()
             return result
 
     async def history(self, room: str = "main") -> list[dict[str, Any]]:
         """The server's whole buffer for a (non-empty) room, oldest first: a poll with no cursor."""
-        async with self.session.post(self.server.url + "/a/message/updates",
-                                     data={"room": room}) as response:
+        async with await self._post("/a/message/updates", {"room": room}) as response:
             assert response.status == 200, await response.text()
             reply: dict[str, Any] = await response.json()
         assert "messages" in reply and not reply.get("reset"), reply

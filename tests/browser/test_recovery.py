@@ -182,27 +182,29 @@ async def test_failed_send_is_marked_and_retried_with_the_same_client_key(
     await body.fill("a new message")
     await body.press("Enter")
     await alice.sees("a new message")
-    first, retry, other = client_keys(alice)
-    assert first == retry, "a retry must reuse its message's client_key"
-    assert other != first, "each composed message needs its own client_key"
-    assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}", first)
+    # The first message was sent, retried (and, the restarted memory store having a new secret,
+    # sent once more with a fresh token after its 403): one key for all of it, a new one after.
+    *attempts, other = client_keys(alice)
+    assert len(attempts) >= 2 and len(set(attempts)) == 1, \
+        "a retry must reuse its message's client_key"
+    assert other != attempts[0], "each composed message needs its own client_key"
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}", other)
 
 
 async def test_send_refused_by_the_server_shows_its_reason(arrive: Arrive, api: Api,
                                                            server: ChatServer) -> None:
     alice = await arrive("alice")
     await expect(alice.status).to_have_attribute("data-state", "live")
-    await alice.context.clear_cookies()  # the XSRF check now fails: 403 with a reason in words
-    await alice.say("hello")
+    # A control character: 400 with a reason in words. (A 403 for the XSRF token is not shown:
+    # the page gets a fresh token and sends again, tests/browser/test_xsrf_recovery.py.)
+    await alice.say("hello\x07")
     error = alice.page.locator("#send-error")
-    await expect(error).to_contain_text("Not sent: missing _xsrf cookie")
+    await expect(error).to_contain_text("Not sent: body must not contain control characters")
     refused = alice.pending.filter(has_text="hello")
     await expect(refused.locator(".send-state")).to_have_text("Not sent")
     await expect(alice.page.locator("#body")).to_be_editable()
-    # Opening the page again (here in another tab) issues a new cookie; the retry goes through.
-    tab = await alice.context.new_page()
-    await tab.goto(server.url + "/")
-    await refused.get_by_role("button", name="Retry").click()
+    # A new message without it goes through (the refused one stays, marked, with its Retry).
+    await alice.say("hello")
     await expect(alice.messages.filter(has_text="hello")).to_be_visible()
     await expect(error).to_be_hidden()
     assert [m["body"] for m in await api.history()] == ["hello"]

@@ -79,15 +79,25 @@ def test_post_rate_zero_is_off() -> None:
 
 
 @pytest.mark.parametrize("peer, forwarded, proxies, client", [
-    ("10.0.0.5", None, (), "10.0.0.5"),
-    ("10.0.0.5", "1.2.3.4", (), "10.0.0.5"),  # untrusted peer: the header is ignored
-    ("10.0.0.5", "1.2.3.4", ("10.0.0.0/8",), "1.2.3.4"),
-    ("10.0.0.5", "6.6.6.6, 1.2.3.4, 10.0.0.9", ("10.0.0.0/8",), "1.2.3.4"),  # nearest untrusted
-    ("10.0.0.5", "10.0.0.7", ("10.0.0.0/8",), "10.0.0.5"),
-    ("::1", "2001:db8::1", ("::1",), "2001:db8::1"),
-    ("10.0.0.5", " , ", ("10.0.0.0/8",), "10.0.0.5"),
+    ("10.0.0.5", [], (), "10.0.0.5"),
+    ("10.0.0.5", ["1.2.3.4"], (), "10.0.0.5"),  # untrusted peer: the header is ignored
+    ("10.0.0.5", ["1.2.3.4"], ("10.0.0.0/8",), "1.2.3.4"),
+    ("10.0.0.5", ["6.6.6.6, 1.2.3.4, 10.0.0.9"], ("10.0.0.0/8",), "1.2.3.4"),  # nearest untrusted
+    ("10.0.0.5", ["10.0.0.7"], ("10.0.0.0/8",), "10.0.0.5"),
+    ("::1", ["2001:db8::1"], ("::1",), "2001:db8::/64"),  # IPv6: keyed by its /64
+    ("10.0.0.5", [" , "], ("10.0.0.0/8",), "10.0.0.5"),
+    # Every header line, read from the right: a line the client sent ahead of the proxy's
+    # cannot name it (HAProxy and others add a line of their own).
+    ("10.0.0.5", ["6.6.6.6", "1.2.3.4"], ("10.0.0.0/8",), "1.2.3.4"),
+    ("10.0.0.5", ["6.6.6.6", "1.2.3.4, 10.0.0.9"], ("10.0.0.0/8",), "1.2.3.4"),
+    # A hop that is not an address: the whole header is ignored, the peer counts.
+    ("10.0.0.5", ["1.2.3.4 user=root", "5.6.7.8"], ("10.0.0.0/8",), "10.0.0.5"),
+    ("10.0.0.5", ["1.2.3.4, junk"], ("10.0.0.0/8",), "10.0.0.5"),
+    ("10.0.0.5", ["unknown"], ("10.0.0.0/8",), "10.0.0.5"),
+    ("2001:db8:1:2:3:4:5:6", [], (), "2001:db8:1:2::/64"),
+    ("::ffff:192.0.2.1", [], (), "192.0.2.1"),  # IPv4-mapped: the IPv4 address
 ])
-def test_client_identity(peer: str, forwarded: str | None, proxies: tuple[str, ...],
+def test_client_identity(peer: str, forwarded: list[str], proxies: tuple[str, ...],
                          client: str) -> None:
     assert Limits(Settings(trusted_proxies=proxies)).client(peer, forwarded) == client
 

@@ -67,9 +67,10 @@ async def test_sets_xsrf_cookie_when_absent_and_keeps_it(client: TestClient[Any,
     client.session.cookie_jar.clear()
     response = await client.get("/")
     cookie = response.cookies["_xsrf"]
-    assert re.fullmatch(r"[A-Za-z0-9_-]{32}", cookie.value)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{48}", cookie.value)  # a nonce and its HMAC
     assert cookie["samesite"] == "Lax" and cookie["path"] == "/"
     assert not cookie["httponly"]  # the page's script reads it
+    assert not cookie["secure"]  # plain HTTP here (tests/system/test_xsrf.py: behind TLS)
     page = await response.text()
     assert f'name="_xsrf" value="{cookie.value}"' in page
     again = await client.get("/")
@@ -82,6 +83,17 @@ async def test_sets_xsrf_cookie_when_absent_and_keeps_it(client: TestClient[Any,
 async def test_existing_cookie_is_reused_in_the_form(chat: Chat) -> None:
     page = await (await chat.client.get("/")).text()
     assert f'name="_xsrf" value="{XSRF}"' in page
+
+
+@pytest.mark.parametrize("planted", ["test-token", XSRF[:-1] + "A", "x" * 48, "\xff"],
+                         ids=["chosen", "bad-mac", "shape-only", "not-ascii"])
+async def test_a_cookie_this_server_did_not_make_is_replaced(client: TestClient[Any, Any],
+                                                             planted: str) -> None:
+    client.session.cookie_jar.clear()
+    response = await client.get("/", headers={"Cookie": f"_xsrf={planted}"})
+    assert response.status == 200
+    fresh = response.cookies["_xsrf"].value
+    assert fresh != planted and f'name="_xsrf" value="{fresh}"' in await response.text()
 
 
 async def test_security_headers(chat: Chat) -> None:

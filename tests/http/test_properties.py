@@ -8,12 +8,14 @@ Fixed seed and small budgets in make test; ``make fuzz`` runs them longer (tests
 from __future__ import annotations
 
 import asyncio
+import gzip
 import html.parser
 import itertools
 import json
 import string
 import unicodedata
 import urllib.parse
+import zlib
 from typing import Any
 
 import aiohttp
@@ -23,6 +25,7 @@ from aiohttp.test_utils import TestClient
 from hypothesis import event, example, given
 from hypothesis import settings as budget
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 
 from chat.core.ids import Cursor, format_id, parse
 from chat.core.message import make_message, poll_body
@@ -273,7 +276,8 @@ async def test_any_accepted_text_comes_back_unchanged_in_json_poll_stream_and_pa
        spelling=st.sampled_from(["percent-escaped-utf-8", "utf-7", "unicode_escape"]))
 async def test_an_unpaired_surrogate_is_refused_however_it_is_spelled(
         chat: Chat, before: str, surrogate: int, spelling: str) -> None:
-    """No UTF-8 page can show an unpaired surrogate; a charset that can spell one gets a 400."""
+    """No UTF-8 page can show an unpaired surrogate: percent-escaped, it is not UTF-8 (400); a
+    charset that can spell one is not allowed (415, before it is decoded)."""
     room = fresh_room()
     text = before + chr(surrogate)
     headers = {"X-XSRFToken": XSRF}
@@ -288,7 +292,7 @@ async def test_an_unpaired_surrogate_is_refused_however_it_is_spelled(
                                                room.encode())
         headers["Content-Type"] = "multipart/form-data; boundary=b"
     response = await chat.client.post("/a/message/new", data=data, headers=headers)
-    assert response.status == 400
+    assert response.status == (400 if spelling == "percent-escaped-utf-8" else 415)
     assert set(await response.json()) == {"error"}
     assert await chat.history(room) == []
 
@@ -406,10 +410,19 @@ async def test_any_long_poll_cursor_gets_the_news_or_a_reset(chat: Chat,
 # ---- any form: never a 500, and stored only when accepted -------------------------------------
 
 FIELD_NAMES = ["body", "name", "room", "_xsrf", "next", "cursor", "", "BODY", "body[]", "_charset_"]
-field_values = st.one_of(texts, st.sampled_from([XSRF, "main", "/", "//evil", "x" * 70]))
+field_values = st.one_of(texts, st.sampled_from([XSRF, "main", "/", "//evil", "x" * 70,
+                                                 "UTF-8", "ISO-8859-1", "punycode", "utf-7"]))
 charsets = st.one_of(st.none(), st.sampled_from([
     None, "utf-8", "UTF8", "latin-1", "ascii", "utf-16", "utf-7", "unicode_escape", "cp1252",
-    "nope", "base64", "", '"utf-8"']))
+    "nope", "base64", "", '"utf-8"', "punycode", "windows-1252", "ISO-8859-1", "idna",
+    "utf-32"]))
+# Request headers around the form: a Content-Encoding (refused, 415), Fetch Metadata and Origin
+# (a cross-site one refused, 403), and X-Forwarded-For in one or two lines (no effect here: the
+# test client is not a trusted proxy).
+codings = st.sampled_from([None] * 6 + ["gzip", "deflate", "identity", "br", "x-junk"])
+sites = st.sampled_from([None] * 3 + ["same-origin", "same-site", "none", "cross-site"])
+origins = st.sampled_from([None] * 3 + ["self", "http://evil.example", "null"])
+forwarded = st.lists(st.sampled_from(["1.2.3.4", "::1, 10.0.0.1", "junk", ""]), max_size=2)
 
 
 @st.composite
@@ -445,8 +458,16 @@ def form_requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
         content_type = "application/x-www-form-urlencoded"
         if charset is not None:
             content_type += f"; charset={charset}"
-    return draw(st.sampled_from(["/a/message/new", "/a/message/updates"])), body, {
-        "Content-Type": content_type}
+    headers = {"Content-Type": content_type}
+    coding = draw(codings)
+    if coding is not None:
+        headers["Content-Encoding"] = coding
+        body = gzip.compress(body) if coding == "gzip" else \
+            zlib.compress(body) if coding == "deflate" else body
+    for name, choice in (("Sec-Fetch-Site", draw(sites)), ("Origin", draw(origins))):
+        if choice is not None:
+            headers[name] = choice
+    return draw(st.sampled_from(["/a/message/new", "/a/message/updates"])), body, headers
 
 
 def _encode(text: str, charset: str) -> bytes:
@@ -458,14 +479,30 @@ def _encode(text: str, charset: str) -> bytes:
 
 @pytest.mark.parametrize("settings", [SMALL], ids=["small-limits"])
 @budget(max_examples=examples(200))
-@given(request=form_requests())
+@given(request=form_requests(), lines=forwarded)
 async def test_any_form_is_answered_without_a_500_and_stored_only_when_accepted(
-        chat: Chat, request: tuple[str, bytes, dict[str, str]]) -> None:
+        chat: Chat, request: tuple[str, bytes, dict[str, str]],
+        lines: list[str]) -> None:
     path, body, headers = request
     hub = chat.client.app[feed_key].hub
     before = hub.published
-    response = await chat.client.post(path, data=body, headers=headers, allow_redirects=False)
-    assert response.status in (200, 302, 400, 403, 404, 413), await response.text()
+    if headers.get("Origin") == "self":
+        headers = {**headers, "Origin": str(chat.client.make_url("/")).rstrip("/")}
+    sent = list(headers.items()) + [("X-Forwarded-For", line) for line in lines]
+    response = await chat.client.post(path, data=body, headers=CIMultiDict(sent),
+                                      allow_redirects=False)
+    assert response.status in (200, 302, 400, 403, 404, 413, 415), await response.text()
+    coding = headers.get("Content-Encoding", "identity")
+    cross = headers.get("Sec-Fetch-Site") == "cross-site" or \
+        headers.get("Origin") in ("http://evil.example", "null")
+    if coding != "identity":  # refused before the body is read, whatever else it carries
+        assert response.status == 415 and "Content-Encoding" in (await response.json())["error"]
+        assert response.headers["Connection"] == "close"
+    elif cross:  # refused before the body is read, whatever its charset
+        assert response.status == 403
+    elif response.status == 415:  # only a charset outside the allow-list, in any of its places
+        assert "unsupported charset" in (await response.json())["error"]
+    event(f"415 {coding}" if coding != "identity" else "cross-site" if cross else "same-site")
     stored = path == "/a/message/new" and response.status in (200, 302)
     event(f"{path} {response.status}")
     assert hub.published == before + stored

@@ -22,13 +22,21 @@ from aiohttp.test_utils import TestClient
 
 from chat.settings import Settings
 from chat.web.keys import feed_key
+from chat.web.xsrf import sign
 
-XSRF = "test-token"
+# Every test server signs its XSRF tokens with this secret (TEST_SETTINGS, and CHAT_SECRET for
+# ServerProcess), so XSRF is a valid token on all of them, as cookie and as field. Tests of the
+# secret itself (tests/system/test_xsrf.py) use the store's secret and fetch the page instead.
+TEST_SECRET = "test-secret-0123456789"
+XSRF = sign(TEST_SECRET.encode(), b"test-token-nonce--")
 # CHAT_FUZZ_EXAMPLES=N: every property and fuzz test runs N examples (make fuzz); 0: their own.
 FUZZ_EXAMPLES = int(os.environ.get("CHAT_FUZZ_EXAMPLES") or 0)
 TEST_SETTINGS = Settings(port=0, poll_timeout=2.0, ping_interval=30.0, retry_ms=1000,
-                         post_rate=0, max_client_connections=0, max_clients=0)
-NO_LIMITS = ("--post-rate", "0", "--max-client-connections", "0", "--max-clients", "0")
+                         post_rate=0, max_client_connections=0, max_clients=0, request_rate=0,
+                         max_address_connections=0, secret=TEST_SECRET,
+                         metrics_cache=0.0)  # tests read gauges as they change
+NO_LIMITS = ("--post-rate", "0", "--max-client-connections", "0", "--max-clients", "0",
+             "--request-rate", "0", "--max-address-connections", "0")
 
 
 def wire_json(value: Any) -> bytes:
@@ -242,7 +250,8 @@ class ServerProcess:
 
     def __init__(self, *args: str, env: dict[str, str] | None = None,
                  host: str = "127.0.0.1") -> None:
-        self.args, self.env, self.host = args, env, host
+        # CHAT_SECRET: XSRF is valid here; env={"CHAT_SECRET": ""} leaves the secret to the store.
+        self.args, self.env, self.host = args, {"CHAT_SECRET": TEST_SECRET, **(env or {})}, host
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.log = tempfile.TemporaryFile()
@@ -293,6 +302,72 @@ class ServerProcess:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         self.log.close()
+
+
+@dataclasses.dataclass
+class RawReply:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    closed: bool  # the server ended the connection after this reply
+
+
+def raw_exchange(port: int, data: bytes, *, sock: socket.socket | None = None,
+                 timeout: float = 5.0, keep: bool = False) -> RawReply:
+    """Send ``data`` on a new connection (or ``sock``), read one reply with a Content-Length
+    body, then whether the server closes the connection within ``timeout`` (EOF or reset).
+    ``keep``: leave the connection open for another request (``closed`` is then False)."""
+    conn = sock or socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    conn.settimeout(timeout)
+    try:
+        if data:
+            conn.sendall(data)
+        buffer = b""
+        while b"\r\n\r\n" not in buffer:
+            chunk = conn.recv(65536)
+            assert chunk, f"closed before a reply: {buffer!r}"
+            buffer += chunk
+        head, _, rest = buffer.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        length = int(headers.get("content-length", "0"))
+        while len(rest) < length:
+            chunk = conn.recv(65536)
+            assert chunk, "closed in the middle of the body"
+            rest += chunk
+        closed = False
+        try:
+            closed = not keep and conn.recv(65536) == b""
+        except ConnectionError:
+            closed = True
+        except TimeoutError:
+            pass
+        return RawReply(int(status_line.split()[1]), headers, rest[:length], closed)
+    finally:
+        if not keep:
+            conn.close()
+
+
+def form_request(path: str, form: bytes, *, content_type: str = "application/x-www-form-urlencoded",
+                 token: str | None = None, extra: bytes = b"") -> bytes:
+    """A POST with the XSRF cookie and ``form`` as its whole body (``extra``: more header lines)."""
+    token = XSRF if token is None else token
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nCookie: _xsrf={token}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(form)}\r\n").encode(
+        "utf-8", "surrogateescape") + extra + b"\r\n" + form
+
+
+GET_METRICS = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+GET_HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory, in MB (Linux)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
 
 
 def free_port() -> int:

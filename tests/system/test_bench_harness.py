@@ -6,7 +6,11 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from bench.accounting import account, percentile
+from bench.clients import SECRET
 from bench.run import Scenario, run
+from chat.settings import Settings
+
+from ..support import with_settings
 
 
 def test_account_counts_loss_duplicates_and_order() -> None:
@@ -31,6 +35,11 @@ async def test_tiny_run_delivers_everything_once(server: TestServer, kind: str) 
     assert (result["expected"], result["delivered"]) == (15, 15)
     assert (result["lost"], result["duplicates"], result["out_of_order"]) == (0, 0, 0)
     assert result["posted"] == 3 and result["post_errors"] == 0
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return with_settings(secret=SECRET)  # the harness's XSRF token is signed with it
 
 
 @pytest.fixture

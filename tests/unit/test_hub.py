@@ -28,6 +28,9 @@ class Transport:
     def is_closing(self) -> bool:
         return self.aborted
 
+    def get_write_buffer_size(self) -> int:
+        return 0
+
     def get_extra_info(self, name: str) -> object:
         return ("192.0.2.1", 4242) if name == "peername" else None
 

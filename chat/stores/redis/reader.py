@@ -21,10 +21,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from ...core.ids import new_store_id
 from ...core.message import Message, Renderer, make_message
-from ..base import Listener
+from ..base import Listener, StoreUnavailable
 from .scripts import NOTICES_KEY, PREFIX, parse_entry_id, room_of, stream_key
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,9 @@ class Reader:
                 if isinstance(exc, unavailable):
                     if self.connected or not delay:
                         log.warning("redis reader: %s; retrying with backoff", exc)
+                elif isinstance(exc, RedisError | StoreUnavailable):  # refused (OOM): one line
+                    log.warning("redis reader: Redis refused: %s; retrying with backoff",
+                                " ".join(str(exc).split()))
                 else:
                     log.exception("redis reader failed; retrying with backoff")
                 self.connected = False

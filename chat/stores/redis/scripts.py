@@ -31,6 +31,7 @@ from typing import Final
 PREFIX: Final = "chat:"
 EPOCH_KEY: Final = f"{PREFIX}epoch"
 SECRET_KEY: Final = f"{PREFIX}secret"  # the server secret every process shares (made once)
+HEALTH_KEY: Final = f"{PREFIX}health"  # /healthz writes it (expiring): does Redis take writes?
 
 
 def meta_key(room: str) -> str:

@@ -6,7 +6,8 @@ task (``reader.Reader``) reads every watched room's stream and hands each messag
 once, in stream order, whichever process accepted it. A read is one Lua script too
 (``scripts.READ``) and writes nothing.
 
-Redis unreachable: publish and read raise StoreUnavailable (503), healthy() is False, and the
+Redis unreachable, or refusing a command (OOM at maxmemory): publish and read raise
+StoreUnavailable (503, one log line), healthy() is False (it checks that Redis takes a write), and the
 reader reconnects with backoff while open streams wait. The client never retries a command by
 itself: a retried XADD could store a message twice. A request waits its turn for one of
 ``--redis-connections`` connections for up to ``--redis-timeout``.
@@ -25,7 +26,13 @@ from typing import Any, Final
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError, ReadOnlyError, RedisError, TimeoutError
+from redis.exceptions import (
+    ConnectionError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TimeoutError,
+)
 
 from ...core.idempotency import fingerprint
 from ...core.ids import Room, epoch_ms, new_store_id
@@ -35,7 +42,7 @@ from ...settings import Settings
 from ..base import KeyConflict, Listener, Posted, StoreUnavailable
 from . import scripts
 from .reader import BLOCK_MS, Reader, to_message
-from .scripts import EPOCH_KEY, PUBLISH, READ, SECRET_KEY, meta_key, stream_key
+from .scripts import EPOCH_KEY, HEALTH_KEY, PUBLISH, READ, SECRET_KEY, meta_key, stream_key
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +163,12 @@ class RedisStore:
 
     async def _reader_wake(self) -> None:
         assert self._reader is not None
-        await self._reader.wake(self._redis)
+        try:
+            await self._reader.wake(self._redis)
+        except ResponseError:
+            # Refused (OOM at maxmemory): the XREAD in flight ends within BLOCK_MS anyway, and
+            # the next one reads the new room. A follower of an existing room is still served.
+            pass
 
     def settled(self, room: str) -> bool:
         return False  # another process may have stored a message our reader has not read yet
@@ -203,23 +215,31 @@ class RedisStore:
     # ---- life ------------------------------------------------------------------------------
 
     async def secret(self) -> bytes:
-        await self._call(self._redis.set(SECRET_KEY, secrets.token_hex(32), nx=True))
+        # Read first: a Redis at maxmemory refuses the SET even when the key exists.
         value = await self._call(self._redis.get(SECRET_KEY))
+        if value is None:
+            await self._call(self._redis.set(SECRET_KEY, secrets.token_hex(32), nx=True))
+            value = await self._call(self._redis.get(SECRET_KEY))
         return bytes.fromhex(value.decode())
 
     async def healthy(self) -> bool:
+        """Does Redis accept a write now? A Redis at maxmemory under noeviction answers PING
+        but refuses every post: a balancer should know."""
         try:
-            return bool(await self._redis.ping())
-        except UNAVAILABLE:
+            return bool(await self._redis.set(HEALTH_KEY, "1", px=60_000))
+        except RedisError:
             return False
 
     async def open(self, listener: Listener) -> None:
         self._reader = Reader(self._reader_redis, listener, self._render, self._backoff)
         try:
-            await self._redis.set(EPOCH_KEY, new_store_id(), nx=True)
-            self._store_id_is(await self._redis.get(EPOCH_KEY))  # type: ignore[arg-type]
+            store = await self._redis.get(EPOCH_KEY)  # read first: at maxmemory a SET is refused
+            if store is None:
+                await self._redis.set(EPOCH_KEY, new_store_id(), nx=True)
+                store = await self._redis.get(EPOCH_KEY)
+            self._store_id_is(store)  # type: ignore[arg-type]
             await self._reader.sync(self._state)
-        except UNAVAILABLE as exc:
+        except (*UNAVAILABLE, RedisError) as exc:
             await self._disconnect()
             raise StoreUnavailable(f"cannot reach Redis at {self._where()}: {exc}") from exc
         self._reader.connected = True
@@ -247,7 +267,13 @@ class RedisStore:
         return [meta_key(room), stream_key(room), EPOCH_KEY]
 
     async def _call(self, command: Any) -> Any:
+        """Any Redis failure is StoreUnavailable (a 503 and one log line): out of reach, and
+        also a command Redis refused, such as OOM at maxmemory under noeviction."""
         try:
             return await command
         except UNAVAILABLE as exc:
             raise StoreUnavailable(f"Redis at {self._where()}: {exc}") from exc
+        except RedisError as exc:
+            raise StoreUnavailable(
+                f"Redis at {self._where()} refused the command: {' '.join(str(exc).split())}"
+            ) from exc
