@@ -180,8 +180,12 @@ class Settings:
     post_rate: float = _opt(5.0, "messages per second a client may post, sustained (0: off)", rate)
     post_burst: int = _opt(20, "messages a client may post at once before --post-rate applies",
                            int_range(1, 1_000_000))
-    max_client_connections: int = _opt(20, "open streams + long-polls per client address "
-                                           "(0: off)", int_range(0, 10_000_000))
+    max_client_connections: int = _opt(20, "open streams + long-polls per browser (its signed "
+                                           "cookie; a client without one: per address) (0: off)",
+                                       int_range(0, 10_000_000))
+    max_address_streams: int = _opt(200, "open streams + long-polls per client address, all "
+                                         "browsers behind it together (0: off)",
+                                    int_range(0, 10_000_000))
     max_clients: int = _opt(10_000, "open streams + long-polls in this process (0: off)",
                             int_range(0, 10_000_000))
     trusted_proxies: tuple[str, ...] = _opt((), "comma-separated proxy addresses/networks whose "

@@ -28,4 +28,5 @@ tokens_key: web.AppKey[Tokens] = web.AppKey("tokens_key")
 form_key: web.RequestKey[MultiDictProxy[str]] = web.RequestKey("form_key")
 # The client holding one of the per-client stream + long-poll slots for this request; released
 # once the reply is written (chat.web.replies), not when the handler returns.
-slot_key: web.RequestKey[str] = web.RequestKey("slot_key")
+# The stream-or-poll slot a request holds until its reply is written: (address, browser).
+slot_key: web.RequestKey[tuple[str, str | None]] = web.RequestKey("slot_key")

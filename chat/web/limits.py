@@ -30,7 +30,8 @@ from aiohttp.typedefs import Handler
 
 from ..core import logfmt
 from ..settings import Settings
-from .keys import feed_key, limits_key, slot_key
+from .keys import feed_key, limits_key, slot_key, tokens_key
+from .xsrf import cookie
 
 log = logging.getLogger("chat.limits")
 
@@ -111,7 +112,8 @@ class Limits:
         # Pages, streams and polls: a reconnecting client asks again and again; a flood of them
         # (2,700 page views a second from one client) is not a person.
         self.requests = TokenBuckets(settings.request_rate, settings.request_burst, clock)
-        self.per_client = settings.max_client_connections
+        self.per_client = settings.max_client_connections  # per browser (else per address)
+        self.per_address_streams = settings.max_address_streams
         self.total = settings.max_clients
         self.per_address = settings.max_address_connections
         self.max_pending = settings.max_pending_bytes
@@ -119,7 +121,8 @@ class Limits:
                                         for p in settings.trusted_proxies]
         self.metrics_allow: list[_Network] = [ipaddress.ip_network(p, strict=False)
                                               for p in settings.metrics_allow]
-        self._open: dict[str, int] = {}
+        self._open: dict[str, int] = {}  # open streams + polls per browser (or address)
+        self._open_address: dict[str, int] = {}  # and per address
         self.open_total = 0
         self.refused: Counter[str] = Counter()
         # Connections (aiohttp protocols) that have sent a request, by client address; closed
@@ -222,23 +225,34 @@ class Limits:
         return self.posts.take(client)
 
     # ---- streams and polls: concurrency ----
-    def acquire(self, client: str) -> str | None:
-        """Take a connection slot; the reason when there is none."""
+    def acquire(self, client: str, browser: str | None = None) -> str | None:
+        """Take a stream-or-poll slot for ``client`` (an address) and its ``browser`` (the
+        page's signed cookie; None: the address is the browser); the reason when there is none.
+
+        A browser may hold --max-client-connections; an address, however many browsers are
+        behind it (an office behind one NAT), --max-address-streams.
+        """
         if self.total and self.open_total >= self.total:
             return "process_clients"
-        held = self._open.get(client, 0)
+        who = client if browser is None else "b " + browser
+        held, at_address = self._open.get(who, 0), self._open_address.get(client, 0)
         if self.per_client and held >= self.per_client:
             return "client_connections"
-        self._open[client] = held + 1
+        if self.per_address_streams and at_address >= self.per_address_streams:
+            return "address_streams"
+        self._open[who] = held + 1
+        self._open_address[client] = at_address + 1
         self.open_total += 1
         return None
 
-    def release(self, client: str) -> None:
-        held = self._open[client] - 1
-        if held:
-            self._open[client] = held
-        else:
-            del self._open[client]
+    def release(self, client: str, browser: str | None = None) -> None:
+        who = client if browser is None else "b " + browser
+        for counts, key in ((self._open, who), (self._open_address, client)):
+            held = counts[key] - 1
+            if held:
+                counts[key] = held
+            else:
+                del counts[key]
         self.open_total -= 1
 
     # ---- bytes waiting in socket buffers ----
@@ -253,7 +267,8 @@ WORDS = {
     "posts": "too many messages; wait {wait} s",
     "api_posts": "too many messages for this API key; wait {wait} s",
     "requests": "too many requests; wait {wait} s",
-    "client_connections": "too many open streams and polls from your address (at most {n})",
+    "client_connections": "too many open streams and polls from this browser (at most {n})",
+    "address_streams": "too many open streams and polls from your address (at most {n})",
     "process_clients": "the server is full; try again shortly",
     "pending_bytes": "the server is busy sending; try again shortly",
     "address_connections": "too many open connections from your address (at most {n})",
@@ -267,7 +282,8 @@ def refuse(request: web.Request, client: str, reason: str, status: int,
     log.warning("%s", logfmt.line(event="refused", reason=reason, client=client,
                                   method=request.method, path=request.path, status=status,
                                   retry_after=wait))
-    n = limits.per_address if reason == "address_connections" else limits.per_client
+    n = {"address_connections": limits.per_address,
+         "address_streams": limits.per_address_streams}.get(reason, limits.per_client)
     words = WORDS[reason].format(wait=wait, n=n)
     cls = web.HTTPServiceUnavailable if status == 503 else web.HTTPTooManyRequests
     return cls(text=words, headers={"Retry-After": str(wait)})
@@ -313,11 +329,17 @@ async def apply_limits(request: web.Request, handler: Handler) -> web.StreamResp
     if limits.max_pending and \
             limits.pending_bytes(request.app[feed_key].hub.buffered) > limits.max_pending:
         raise refuse(request, client, "pending_bytes", 503, 1, limits)
-    reason = limits.acquire(client)
+    # The browser is its page's signed _xsrf cookie: one this server made (a client cannot pick
+    # an identity), so tabs of one browser count together and browsers behind one address
+    # count apart. Without one (a program), the address is the browser.
+    browser = cookie(request)
+    if not request.app[tokens_key].valid(browser):
+        browser = None
+    reason = limits.acquire(client, browser)
     if reason is not None:  # refused before any text/event-stream header is sent
         status = 503 if reason == "process_clients" else 429
         raise refuse(request, client, reason, status, 1, limits)
     # Held until the reply is written, not just until the handler returns: a reply that its
     # client does not read still takes memory (released by chat.web.replies).
-    request[slot_key] = client
+    request[slot_key] = (client, browser)
     return await handler(request)

@@ -166,9 +166,9 @@ async def deliver(request: web.Request, handler: Handler) -> web.StreamResponse:
             await write(request, response, limits, stall)
         return response
     finally:
-        client = request.get(slot_key)
-        if client is not None:
-            limits.release(client)
+        slot = request.get(slot_key)
+        if slot is not None:
+            limits.release(*slot)
 
 
 async def name_server(request: web.Request, response: web.StreamResponse) -> None:

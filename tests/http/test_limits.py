@@ -9,6 +9,7 @@ import time
 import pytest
 
 from chat.settings import Settings
+from chat.web.keys import tokens_key
 from chat.web.limits import Limits
 
 from ..support import XSRF, Chat, ServerProcess, with_settings
@@ -117,11 +118,13 @@ async def test_connections_per_client(chat: Chat) -> None:
     poll = await chat.client.post("/a/message/updates", data={"_xsrf": XSRF},
                                   headers=as_client("203.0.113.7"))
     assert poll.status == 429
+    chat.client.session.cookie_jar.clear()  # a client without the page's cookie: its address
     other = chat.stream(headers=as_client("198.51.100.9"))
     await other.__aenter__()
     assert await other.read_frame()
     await streams[0].__aexit__()
     await chat.until_metric("chat_stream_clients", 3)
+    chat.client.session.cookie_jar.update_cookies({"_xsrf": XSRF})
     again = chat.stream(headers=as_client("203.0.113.7"))
     await again.__aenter__()
     assert await again.read_frame()
@@ -129,6 +132,42 @@ async def test_connections_per_client(chat: Chat) -> None:
         await s.__aexit__()
     text = await (await chat.client.get("/metrics")).text()
     assert 'chat_rate_limited_total{reason="client_connections"} 2.0' in text
+
+
+BROWSERS = with_settings(max_client_connections=2, max_address_streams=5, trusted_proxies=(
+    "127.0.0.1",))
+
+
+@pytest.mark.parametrize("settings", [BROWSERS], ids=["2-per-browser-5-per-address"])
+async def test_streams_count_per_browser_and_generously_per_address(chat: Chat) -> None:
+    """Browsers behind one address (an office NAT) each get their own cap; the address as a
+    whole gets a larger one. A browser is its signed cookie: a made-up one is no browser."""
+    tokens = chat.client.app[tokens_key]
+    office = as_client("203.0.113.7")
+    opened = []
+
+    async def stream(cookie: str | None) -> int:
+        headers = {**office, **({"Cookie": f"_xsrf={cookie}"} if cookie else {})}
+        chat.client.session.cookie_jar.clear()
+        response = await chat.client.get("/a/message/stream", headers=headers)
+        if response.status == 200:
+            opened.append(response)
+        return response.status
+
+    alice, bob, carol = tokens.mint(), tokens.mint(), tokens.mint()
+    assert [await stream(alice) for _ in range(3)] == [200, 200, 429]  # per browser
+    assert [await stream(bob) for _ in range(2)] == [200, 200]  # another browser, same address
+    assert await stream("made-up-token") == 200  # not ours: counts as the address itself
+    assert await stream(carol) == 429  # the address is at 5
+    for response in opened:
+        response.close()
+    await chat.until_metric("chat_stream_clients", 0)
+    assert await stream(carol) == 200
+    for response in opened[-1:]:
+        response.close()
+    text = await (await chat.client.get("/metrics")).text()
+    assert 'chat_rate_limited_total{reason="client_connections"} 1.0' in text
+    assert 'chat_rate_limited_total{reason="address_streams"} 1.0' in text
 
 
 @pytest.mark.parametrize("settings", [with_settings(max_clients=2)], ids=["2-per-process"])

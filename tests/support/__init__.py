@@ -33,10 +33,10 @@ XSRF = sign(TEST_SECRET.encode(), b"test-token-nonce--")
 FUZZ_EXAMPLES = int(os.environ.get("CHAT_FUZZ_EXAMPLES") or 0)
 TEST_SETTINGS = Settings(port=0, poll_timeout=2.0, ping_interval=30.0, retry_ms=1000,
                          post_rate=0, max_client_connections=0, max_clients=0, request_rate=0,
-                         max_address_connections=0, secret=TEST_SECRET,
+                         max_address_connections=0, max_address_streams=0, secret=TEST_SECRET,
                          metrics_cache=0.0)  # tests read gauges as they change
 NO_LIMITS = ("--post-rate", "0", "--max-client-connections", "0", "--max-clients", "0",
-             "--request-rate", "0", "--max-address-connections", "0")
+             "--request-rate", "0", "--max-address-connections", "0", "--max-address-streams", "0")
 
 
 def wire_json(value: Any) -> bytes:
