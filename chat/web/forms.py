@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import binascii
 import codecs
+import contextlib
 import re
 import urllib.parse
 
@@ -200,6 +202,12 @@ def _unquote(part: bytes) -> bytes:
     part = part.replace(b"+", b" ")
     if b"%" not in part:
         return part
+    if len(part) % 3 == 0 and part[::3].count(b"%") * 3 == len(part):
+        # Nothing but escapes (a body of emoji, of any non-Latin script): hex pairs to bytes.
+        digits = part.translate(None, b"%")
+        if len(digits) * 3 == len(part) * 2:  # no "%" where a hex digit belongs
+            with contextlib.suppress(binascii.Error):
+                return binascii.unhexlify(digits)
     try:  # every "%XX" made a "\xXX" escape (backslashes themselves escaped first)
         decoded: bytes = codecs.escape_decode(part.replace(b"\\", b"\\\\").replace(b"%", b"\\x"))[0]
         return decoded

@@ -36,6 +36,7 @@ def ours(raw: bytes, charset: str) -> object:
 @given(text=st.lists(st.sampled_from(PIECES) | st.text(max_size=3), max_size=20).map("".join),
        charset=st.sampled_from(["utf-8", "latin-1", "cp1252"]))
 @example(text="a=1&&b=&=c&d", charset="utf-8")
+@example(text="b=%%%&c=%4G%41&d=%E2%82%AC", charset="utf-8")  # all-escape look-alikes
 @example(text="&" * 999, charset="utf-8")
 @example(text="&" * 1000, charset="utf-8")
 def test_same_pairs_as_urllib(text: str, charset: str) -> None:
