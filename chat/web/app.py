@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -53,7 +54,7 @@ def open_store(settings: Settings, history: History, app: web.Application) -> St
 async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
     """The feed's whole life: the store opened, the hub's timer running; both stopped after."""
     settings = app[settings_key]
-    hub = Hub(settings.queue_size, settings.stall_timeout)
+    hub = Hub(settings.queue_size, settings.stall_timeout, direct=not plain_fanout())
     history = History(settings.history, settings.history_bytes,
                       authoritative=settings.store == "memory", watched=hub.watching)
     store = open_store(settings, history, app)
@@ -71,6 +72,14 @@ async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await timer
         app[metrics_key].watch(None)
+
+
+def plain_fanout() -> bool:
+    """Bench only, not a setting: ``CHAT_BENCH_PLAIN_FANOUT=1`` turns the hub's transport bypass
+    off (``Hub(direct=False)``: every frame goes through the subscriber's own handler task), so
+    ``python -m bench --fanout plain`` can measure what the bypass saves (bench/README.md, "The
+    transport bypass"). No deployment has a reason to set it."""
+    return os.environ.get("CHAT_BENCH_PLAIN_FANOUT") == "1"
 
 
 async def end_streams(app: web.Application) -> None:
