@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -79,8 +80,10 @@ def _healthy(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def started(cmd: list[str], port: int, pin: bool, timeout: float = 20.0) -> Iterator[Server]:
-    """Run ``cmd`` (pinned to core 0 when ``pin``) until /healthz answers; SIGTERM it afterwards."""
+def started(cmd: list[str], port: int, pin: bool, timeout: float = 20.0,
+            env: dict[str, str] | None = None) -> Iterator[Server]:
+    """Run ``cmd`` (pinned to core 0 when ``pin``) until /healthz answers; SIGTERM it afterwards.
+    ``env``: variables added to the server's environment (``CHAT_BENCH_PLAIN_FANOUT=1``)."""
     log = Path(tempfile.mkstemp(prefix="chat-bench-server-", suffix=".log")[1])
 
     def on_core_zero() -> None:  # runs in the child before exec: workers it forks inherit it
@@ -88,7 +91,8 @@ def started(cmd: list[str], port: int, pin: bool, timeout: float = 20.0) -> Iter
 
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                preexec_fn=on_core_zero if pin else None)
+                                preexec_fn=on_core_zero if pin else None,
+                                env={**os.environ, **env} if env else None)
     try:
         deadline = time.monotonic() + timeout
         while not _healthy(f"http://127.0.0.1:{port}/healthz"):
@@ -108,3 +112,65 @@ def started(cmd: list[str], port: int, pin: bool, timeout: float = 20.0) -> Iter
             print(f"server log ({log}) has a traceback:\n{text[-3000:]}", file=sys.stderr)
         else:
             log.unlink()
+
+
+@dataclass
+class Redis:
+    port: int
+    pid: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def _pong(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def redis_started(pin: bool) -> Iterator[Redis]:
+    """A throwaway redis-server (no persistence, empty) on a free port for one run, on the
+    harness's core when pinning (the server's core stays the server's); stopped afterwards.
+    Never the machine's own Redis: every run gets a fresh one."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise SystemExit("--store redis needs redis-server on PATH")
+    workdir = tempfile.mkdtemp(prefix="chat-bench-redis-")
+
+    def on_harness_core() -> None:
+        os.sched_setaffinity(0, {HARNESS_CORE})
+
+    try:
+        for _ in range(3):  # a free port can be taken meanwhile: try another
+            port = free_port()
+            proc = subprocess.Popen(
+                [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--daemonize", "no", "--dir", workdir, "--logfile", f"{workdir}/redis.log"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                preexec_fn=on_harness_core if pin else None)
+            deadline = time.monotonic() + 10
+            while proc.poll() is None and time.monotonic() < deadline and not _pong(port):
+                time.sleep(0.02)
+            if proc.poll() is None and _pong(port):
+                break
+            proc.kill()
+            proc.wait()
+        else:
+            raise RuntimeError(f"redis-server did not start: {Path(workdir, 'redis.log').read_text()}")
+        try:
+            yield Redis(port, proc.pid)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
