@@ -346,7 +346,7 @@ async def run(scenario: Scenario, hostport: str, pid: int | None,
     if fresh:
         await publish(fresh[0], "warmup", 2, 1000.0)
     if scenario.kind == "post":
-        return await _post(scenario, hostport, meter)
+        return await _post(scenario, hostport, meter, Profiler(pid, profile) if profile else None)
     if scenario.kind == "hold":
         return await _hold(scenario, hostport, rss)
 
@@ -430,13 +430,19 @@ async def run(scenario: Scenario, hostport: str, pid: int | None,
     return out
 
 
-async def _post(scenario: Scenario, hostport: str, meter: Meter) -> dict[str, Any]:
-    """Posting only: ``conns`` connections back to back for ``post_seconds``."""
+async def _post(scenario: Scenario, hostport: str, meter: Meter,
+                profiler: Profiler | None = None) -> dict[str, Any]:
+    """Posting only: ``conns`` connections back to back for ``post_seconds`` (profiled with
+    ``--profile``: py-spy attached a moment before)."""
     requests = post_requests(hostport, scenario)
     await post_many(hostport, 1, requests, count=20)  # the body's own first-request paths
+    if profiler is not None:
+        await asyncio.sleep(0.3)  # let py-spy attach
     a = meter.read()
     statuses, size = await post_many(hostport, scenario.conns, requests, seconds=scenario.post_seconds)
     d = Meter.delta(a, meter.read())
+    if profiler is not None:
+        profiler.stop()
     ok = statuses[200]
     return dict(posts_accepted=ok, posts_rejected=sum(statuses.values()) - ok,
                 post_answers=_answers(statuses), posts_per_s=round(ok / d["wall"], 1),
