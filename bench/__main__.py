@@ -18,6 +18,7 @@ import json
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,14 +156,18 @@ def one(job: Job, args: argparse.Namespace, pinned: bool) -> dict[str, Any]:
             cmd = server.command(sys.executable, port, store, loop, server_cmd, server_args)
             return stack.enter_context(server.started(cmd, port, pinned, env=env))
 
-        srv = start()
+        servers = [start()]
         fresh = None
         if scenario.kind == "storm" and scenario.storm_to == "fresh":
-            other = start()
-            fresh = (other.hostport, other.pid)
+            servers.append(start())
+            fresh = (servers[1].hostport, servers[1].pid)
         with asyncio.Runner(loop_factory=harness_loop) as runner:
-            result.update(runner.run(run(scenario, srv.hostport, srv.pid, profile,
+            result.update(runner.run(run(scenario, servers[0].hostport, servers[0].pid, profile,
                                          redis_pid=redis_pid, fresh=fresh)))
+    # The servers have stopped: what they logged as WARNING/ERROR (the reason for a 503, say).
+    problems = sum((s.warnings for s in servers), Counter[str]())
+    if problems:
+        result["server_warnings"] = dict(problems.most_common(8))
     result["machine"] = procstat.machine()
     return result
 
@@ -274,6 +279,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for _ in range(args.repeat):
             for job in plan:
+                if not args.no_sysctl:  # another harness on the machine may have put it back
+                    procstat.reraise_netdev_backlog()
                 if args.quiet:
                     busy = procstat.wait_quiet(0.25, args.quiet)
                     if busy >= 0.25:

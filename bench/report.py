@@ -52,6 +52,8 @@ def _details(r: dict[str, Any]) -> str:
                      f"{_f(r.get('storm_server_cpu_us_per_client'), '.0f')} us/reconnect")
     if r.get("answers_non_200"):
         parts.append(f"non-200 answers: {r.get('answers')} posts {r.get('post_answers')}")
+    if r.get("server_warnings"):
+        parts.append(f"server log: {r['server_warnings']}")
     if r.get("redis_cpu_us_per_delivery") is not None:
         parts.append(f"redis {r['redis_cpu_us_per_delivery']:.2f} us/deliv")
     return "  | " + "; ".join(parts) if parts else ""
@@ -144,7 +146,7 @@ def medians(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                       "storm_server_cpu_us_per_client", "lat_p99_ms"):
             values = [r[field] for r in runs if isinstance(r.get(field), int | float)]
             m[field + "_range"] = (min(values), max(values)) if values else None
-        for field in ("answers_503", "answers_non_200", "storm_503", "storm_200",
+        for field in ("answers_503", "post_503", "answers_non_200", "storm_503", "storm_200",
                       "storm_clients_with_gap", "storm_clients_with_dup", "storm_resets",
                       "storm_clients"):
             m[field + "_total"] = sum(r.get(field) or 0 for r in runs)
@@ -173,6 +175,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                          f"({m['lost_total']}, {m['dup_total']})")
             if "answers_503" in m:
                 delivered += f"; 503s: {m['answers_503_total']}"
+                if "post_503" in m:
+                    delivered += f" + {m['post_503_total']} posts"
             lo, hi = m["cpu_range"] or (None, None)
             cpu = (f"**{m['server_cpu_us_per_delivery']:.2f}** ({lo:.2f}–{hi:.2f})"
                    if lo is not None else "–")

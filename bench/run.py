@@ -405,8 +405,9 @@ async def run(scenario: Scenario, hostport: str, pid: int | None,
             harness_cpu_frac=round(d["harness"] / d["wall"], 3),
             others_cpu=round(d["others"] / d["wall"], 2),
             still_connected=sum(not s.lost for s in subs),
-            # Every answer the subscribers got (the connects included), by HTTP status.
-            answers=_answers(statuses), answers_503=statuses[503],
+            # Every answer the subscribers got (the connects included), by HTTP status; and the
+            # publisher's 503s (a refused post is not counted as expected, so not as lost).
+            answers=_answers(statuses), answers_503=statuses[503], post_503=post_statuses[503],
             answers_non_200=sum(v for k, v in statuses.items() if k != 200) + errors,
         )
         if redis_pid:

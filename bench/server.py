@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -13,8 +14,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SERVER_CORE = 0
@@ -27,6 +29,8 @@ class Server:
     port: int
     pid: int | None  # None: not ours and not given, so no CPU or RSS figures
     log: Path | None = None
+    # After it stopped: its WARNING and ERROR lines (timestamps cut), counted; e.g. why a 503.
+    warnings: Counter[str] = field(default_factory=Counter)
 
     @property
     def hostport(self) -> str:
@@ -93,13 +97,14 @@ def started(cmd: list[str], port: int, pin: bool, timeout: float = 20.0,
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 preexec_fn=on_core_zero if pin else None,
                                 env={**os.environ, **env} if env else None)
+    srv = Server("127.0.0.1", port, proc.pid, log)
     try:
         deadline = time.monotonic() + timeout
         while not _healthy(f"http://127.0.0.1:{port}/healthz"):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not come up: {cmd}\n{log.read_text()[-3000:]}")
             time.sleep(0.05)
-        yield Server("127.0.0.1", port, proc.pid, log)
+        yield srv
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -108,10 +113,21 @@ def started(cmd: list[str], port: int, pin: bool, timeout: float = 20.0,
             proc.kill()
             proc.wait()
         text = log.read_text(errors="replace")
+        srv.warnings.update(_problems(text))
         if "Traceback" in text:
             print(f"server log ({log}) has a traceback:\n{text[-3000:]}", file=sys.stderr)
         else:
             log.unlink()
+
+
+_LOG_LINE = re.compile(r"^\S+ \S+ (WARNING|ERROR) (.*)$", re.MULTILINE)
+_NUMBERS = re.compile(r"\b\d+(\.\d+)?\b")
+
+
+def _problems(log: str) -> Counter[str]:
+    """The server's WARNING/ERROR lines, numbers blanked so that alike lines count as one."""
+    return Counter(_NUMBERS.sub("N", f"{m.group(1)} {m.group(2)}")[:300]
+                   for m in _LOG_LINE.finditer(log))
 
 
 @dataclass
