@@ -89,6 +89,23 @@ def rss(pids: list[int]) -> int:
     return total
 
 
+def tcp_counters() -> dict[str, int]:
+    """Machine-wide TCP counters that explain slow connects: accept-queue overflows (the SYN or
+    the handshake's last ACK dropped, so the client retries a second later) and SYN retransmits."""
+    out: dict[str, int] = {}
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return out
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            row = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            for name in ("ListenOverflows", "ListenDrops", "TCPSynRetrans"):
+                if name in row:
+                    out[name] = int(row[name])
+    return out
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine from /proc/stat, to tell how noisy a run was."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]

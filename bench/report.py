@@ -48,7 +48,8 @@ def _details(r: dict[str, Any]) -> str:
         parts.append(f"storm to {r.get('storm_to')}: answers {r.get('storm_answers')}, "
                      f"gap {r.get('storm_clients_with_gap')}, dup {r.get('storm_clients_with_dup')}, "
                      f"resets {r.get('storm_resets')}, open p99 {_f(r.get('storm_open_p99_ms'), '.0f')} "
-                     f"ms, all open {r.get('storm_all_open_s')} s, "
+                     f"ms, all open {r.get('storm_all_open_s')} s, listen overflows "
+                     f"{r.get('storm_listen_overflows')}, "
                      f"{_f(r.get('storm_server_cpu_us_per_client'), '.0f')} us/reconnect")
     if r.get("answers_non_200"):
         parts.append(f"non-200 answers: {r.get('answers')} posts {r.get('post_answers')}")
@@ -243,8 +244,9 @@ def hold_table(rows: list[dict[str, Any]]) -> str:
 def storm_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| server | S | reconnect to | answers 200 / 503 (all runs) | clients with a gap / dup "
              "/ resets | reopen p50 / p99 / max ms | all open after s | **server CPU µs / "
-             "reconnect** | lost / dup (whole run) | harness CPU (storm) | runs |",
-             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "reconnect** | Redis CPU µs / reconnect | lost / dup (whole run) | posts 503 (all runs) "
+             "| harness CPU (storm) | runs |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for m in rows:
         if m["kind"] == "storm":
             to = "same process" if m.get("storm_to") == "same" else "a fresh process"
@@ -256,7 +258,8 @@ def storm_table(rows: list[dict[str, Any]]) -> str:
                 f"| {_n(m.get('storm_open_p50_ms'))} / {_n(m.get('storm_open_p99_ms'))} / "
                 f"{_n(m.get('storm_open_max_ms'))} | {_n(m.get('storm_all_open_s'), '.2f')} "
                 f"| **{_range(m, 'storm_server_cpu_us_per_client', ',.0f')}** "
-                f"| {m['lost_total']} / {m['dup_total']} "
+                f"| {_n(m.get('storm_redis_cpu_us_per_client'), '.0f')} "
+                f"| {m['lost_total']} / {m['dup_total']} | {m['post_503_total']} "
                 f"| {_n(m.get('storm_harness_cpu_frac'), '.0%')} | {m['runs']} |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 

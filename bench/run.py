@@ -512,6 +512,7 @@ async def _storm(scenario: Scenario, subs: list[Subscriber], target: str, meter:
     for s in streams:
         s.mark = len(s.ids)
         s.opened_cb = on_open
+    tcp0 = procstat.tcp_counters()
     a = meter.read()
     start = perf()
     step = scenario.storm_spread / max(len(streams), 1)
@@ -526,6 +527,7 @@ async def _storm(scenario: Scenario, subs: list[Subscriber], target: str, meter:
     except TimeoutError:
         pass  # reported: storm_reopened < storm_clients
     d = Meter.delta(a, meter.read())
+    tcp1 = procstat.tcp_counters()
     waits = sorted(s.opened[1] - s.asked for s in streams if len(s.opened) >= 2)
     statuses = Counter(x for s, n in zip(streams, before, strict=True) for x in s.answers[n:])
     n = max(len(streams), 1)
@@ -539,7 +541,10 @@ async def _storm(scenario: Scenario, subs: list[Subscriber], target: str, meter:
                storm_server_cpu_us_per_client=round(d["server"] / n * 1e6, 1),
                storm_server_cpu_frac=round(d["server"] / d["wall"], 3),
                storm_harness_cpu_frac=round(d["harness"] / d["wall"], 3),
-               storm_others_cpu=round(d["others"] / d["wall"], 2))
+               storm_others_cpu=round(d["others"] / d["wall"], 2),
+               # Machine-wide (another program's connects count too): the accept queue.
+               storm_listen_overflows=tcp1.get("ListenOverflows", 0) - tcp0.get("ListenOverflows", 0),
+               storm_syn_retrans=tcp1.get("TCPSynRetrans", 0) - tcp0.get("TCPSynRetrans", 0))
     if meter.redis:
         out["storm_redis_cpu_us_per_client"] = round(d["redis"] / n * 1e6, 1)
     return out
