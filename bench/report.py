@@ -117,6 +117,8 @@ def _key(r: dict[str, Any]) -> tuple[Any, ...]:
 
 def _fill(r: dict[str, Any]) -> dict[str, Any]:
     """Derived fields older result files lack."""
+    if isinstance(r.get("post_answers"), dict) and "answers_503" in r:
+        r.setdefault("post_503", r["post_answers"].get("503", 0))
     if r.get("kind") == "poll" and r.get("polls"):
         answers = r["polls"] - r["S"]
         if answers > 0:
