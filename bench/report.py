@@ -267,8 +267,11 @@ def storm_table(rows: list[dict[str, Any]]) -> str:
 
 
 def extra_tables(rows: list[dict[str, Any]]) -> str:
-    """The tables of the other sets: posting with bodies, memory per held message, storms."""
-    parts = [t for t in (post_table(rows), hold_table(rows), storm_table(rows)) if t]
+    """The tables of the other sets: posting with bodies, memory per held message, storms. (The
+    matrix's one plain post row is in the main table: no post table unless a post has a body.)"""
+    bodies = any(m["kind"] == "post" and (m.get("body_chars") or m.get("rooms", 1) != 1
+                                          or m.get("conns", 4) != 4) for m in rows)
+    parts = [t for t in (post_table(rows) if bodies else "", hold_table(rows), storm_table(rows)) if t]
     return "\n".join(parts)
 
 
