@@ -13,7 +13,7 @@ SOAK_SECONDS ?= 300
 SOAK_ARGS ?=
 
 .PHONY: install run test lint typecheck check screenshot clean fuzz soak bench bench-quick bench-plot \
-	bench-profile
+	bench-profile bench-post bench-memory bench-redis
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,16 @@ bench: $(BENCH_STAMP)
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench run sse -S 1000 -M 100 -R 20 --repeat $(REPEAT) --quiet $(QUIET) \
 		--out bench/results/quick.jsonl $(BENCH_ARGS)
+
+# The other sets (bench/README.md), each REPEAT runs interleaved, into bench/results/SET.jsonl and
+# bench/results/SET.md: posting with 4,096-character bodies (~2 min), memory per held message
+# (~1 min), memory vs Redis incl. the reconnect storm (~8 min), the transport bypass (~6 min).
+bench-post bench-memory bench-redis: bench-%: $(BENCH_STAMP)
+	rm -f bench/results/$*.jsonl.tmp
+	$(BIN)/python -m bench matrix --set $* --repeat $(REPEAT) --quiet $(QUIET) \
+		--out bench/results/$*.jsonl.tmp $(BENCH_ARGS)
+	mv bench/results/$*.jsonl.tmp bench/results/$*.jsonl
+	$(BIN)/python -m bench report bench/results/$*.jsonl --table bench/results/$*.md --table-only
 
 bench-plot: $(BENCH_STAMP)
 	$(BIN)/python -m bench report $(BENCH_OUT)

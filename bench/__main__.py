@@ -2,6 +2,7 @@
 
     python -m bench run sse -S 1000 -M 100 -R 20          # one scenario, printed and appended
     python -m bench matrix --repeat 3 --out FILE          # what `make bench` runs
+    python -m bench matrix --set redis --repeat 3         # another set (post, memory, redis, bypass)
     python -m bench report FILE                           # table, plot and README block
 
 Each run prints one table row and appends one JSON line (``--out``). See bench/README.md.
@@ -11,17 +12,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import procstat, report, server
-from .run import Scenario, harness_busy, raise_fd_limit, run
+from .run import KINDS, Scenario, harness_busy, raise_fd_limit, run
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = (100, 1000, 5000, 10_000)
@@ -38,6 +41,7 @@ class Job:
     scenario: Scenario
     loop: str  # the server's event loop
     server_cmd: str | None = None  # None: python -m chat (or --server-cmd)
+    store: str | None = None  # None: --store; "redis": a throwaway redis-server for the run
 
 
 def matrix(loops: list[str], sizes: list[int], floors: bool) -> list[Job]:
@@ -52,6 +56,34 @@ def matrix(loops: list[str], sizes: list[int], floors: bool) -> list[Job]:
             out += [Job(Scenario(kind, s, 100, 20.0), "uvloop", cmd)
                     for kind in ("sse", "poll") for s in sizes if s in (1000, 5000)]
     return out
+
+
+def post_set() -> list[Job]:
+    """``make bench-post``: posting with no subscribers, short and 4,096-character bodies."""
+    return [Job(Scenario("post", 0, 0, body_chars=chars, body=body, rooms=rooms), "uvloop")
+            for chars, body, rooms in ((0, "ascii", 1), (4096, "ascii", 1), (4096, "astral", 1),
+                                       (4096, "astral", 0))]
+
+
+def memory_set() -> list[Job]:
+    """``make bench-memory``: RSS per held message, 2,000 messages of 4,096 characters, ASCII and
+    astral, one per room and all in one room."""
+    return [Job(Scenario("hold", 0, 2000, body_chars=4096, body=body, rooms=rooms), "uvloop")
+            for body in ("ascii", "astral") for rooms in (0, 1)]
+
+
+def redis_set() -> list[Job]:
+    """``make bench-redis``: SSE and long-poll at S=1,000 on the memory store and a throwaway
+    Redis, and the reconnect storm of 5,000 SSE clients (memory; Redis, same process and a
+    fresh one)."""
+    out = [Job(Scenario(kind, 1000, 100, 20.0), "uvloop", store=store)
+           for store in ("memory", "redis") for kind in ("sse", "poll")]
+    out += [Job(Scenario("storm", 5000, 100, 10.0, storm_to=to), "uvloop", store=store)
+            for store, to in (("memory", "same"), ("redis", "same"), ("redis", "fresh"))]
+    return out
+
+
+SETS = {"post": post_set, "memory": memory_set, "redis": redis_set}
 
 
 def _loop_factory() -> Any:
@@ -74,28 +106,60 @@ def _git() -> str | None:
 def one(job: Job, args: argparse.Namespace, pinned: bool) -> dict[str, Any]:
     scenario, loop = job.scenario, job.loop
     server_cmd = job.server_cmd or args.server_cmd
+    store = job.store or args.store
     profile = getattr(args, "profile", None)
+    server_args = list(args.server_arg or [])
+    if scenario.kind == "hold" and scenario.rooms == 1:  # one room must hold every message
+        server_args = [f"--history={max(scenario.messages, 200)}", *server_args]
     result: dict[str, Any] = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "commit": _git(),
         "kind": scenario.kind, "S": scenario.subscribers, "M": scenario.messages, "R": scenario.rate,
-        "loop": loop if not args.url else "?", "store": args.store,
+        "loop": loop if not args.url else "?", "store": store,
         "server": "external" if args.url else (server_cmd or "python -m chat"),
-        "server_args": list(args.server_arg or []),
+        "server_args": server_args,
         "pinned": pinned, "netdev_max_backlog": procstat.netdev_backlog(),
         "loadavg_before": float(Path("/proc/loadavg").read_text().split()[0]),
     }
+    if scenario.kind in ("post", "hold"):
+        result.update(body=scenario.body, body_chars=scenario.body_chars, rooms=scenario.rooms,
+                      conns=scenario.conns)
+    if scenario.kind == "storm":
+        result.update(storm_to=scenario.storm_to, storm_after=scenario.storm_after,
+                      storm_spread=scenario.storm_spread)
     harness_loop = _loop_factory()
     if args.url:
         hostport = args.url.split("://", 1)[-1].rstrip("/")
         with asyncio.Runner(loop_factory=harness_loop) as runner:
             result.update(runner.run(run(scenario, hostport, args.server_pid, profile)))
-    else:
-        port = server.free_port()
-        with server.store_for_run(args.store) as store:
-            cmd = server.command(sys.executable, port, store, loop, server_cmd, args.server_arg)
-            with server.started(cmd, port, pinned) as srv:
-                with asyncio.Runner(loop_factory=harness_loop) as runner:
-                    result.update(runner.run(run(scenario, srv.hostport, srv.pid, profile)))
+        result["machine"] = procstat.machine()
+        return result
+    with contextlib.ExitStack() as stack:
+        redis_pid = None
+        if store == "redis":  # a throwaway redis-server for this run only
+            redis = stack.enter_context(server.redis_started(pinned))
+            store, redis_pid = redis.url, redis.pid
+        else:  # sqlite: a new file for this run only
+            store = stack.enter_context(server.store_for_run(store))
+        if scenario.kind == "storm" and scenario.storm_to == "fresh" and store == "memory":
+            raise SystemExit("a storm to a fresh process needs a shared store (--store redis)")
+
+        def start() -> server.Server:
+            port = server.free_port()
+            cmd = server.command(sys.executable, port, store, loop, server_cmd, server_args)
+            return stack.enter_context(server.started(cmd, port, pinned))
+
+        servers = [start()]
+        fresh = None
+        if scenario.kind == "storm" and scenario.storm_to == "fresh":
+            servers.append(start())
+            fresh = (servers[1].hostport, servers[1].pid)
+        with asyncio.Runner(loop_factory=harness_loop) as runner:
+            result.update(runner.run(run(scenario, servers[0].hostport, servers[0].pid, profile,
+                                         redis_pid=redis_pid, fresh=fresh)))
+    # The servers have stopped: what they logged as WARNING/ERROR (the reason for a 503, say).
+    problems = sum((s.warnings for s in servers), Counter[str]())
+    if problems:
+        result["server_warnings"] = dict(problems.most_common(8))
     result["machine"] = procstat.machine()
     return result
 
@@ -107,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("run", "matrix"):
         p = sub.add_parser(name)
         if name == "run":
-            p.add_argument("kind", choices=["sse", "poll", "idle", "post"])
+            p.add_argument("kind", choices=KINDS)
             p.add_argument("-S", "--subscribers", type=int, default=1000)
             p.add_argument("-M", "--messages", type=int, default=100)
             p.add_argument("-R", "--rate", type=float, default=20.0, help="messages per second")
@@ -117,7 +181,27 @@ def main(argv: list[str] | None = None) -> None:
                            help="the server's event loop (the harness uses uvloop when installed)")
             p.add_argument("--profile", type=Path, help="py-spy the server during delivery into this "
                            "file: .svg flamegraph, .txt raw stacks, .json speedscope")
+            p.add_argument("--body-chars", type=int, default=0,
+                           help="post, hold: characters per message body (0: a short default)")
+            p.add_argument("--body", choices=["ascii", "astral"], default="ascii",
+                           help="post, hold: ASCII words, or emoji (4 bytes of UTF-8 each)")
+            p.add_argument("--conns", type=int, default=4,
+                           help="post, hold: connections posting back to back")
+            p.add_argument("--rooms", type=int, default=1,
+                           help="post, hold: round robin over this many rooms; 0: every post to a "
+                           "room of its own")
+            p.add_argument("--seconds", type=float, default=5.0, help="post: how long to post")
+            p.add_argument("--storm-after", type=float, default=3.0,
+                           help="storm: seconds of messages before every client reconnects")
+            p.add_argument("--storm-spread", type=float, default=1.0,
+                           help="storm: the reconnects are spread over this many seconds")
+            p.add_argument("--storm-to", choices=["same", "fresh"], default="same",
+                           help="storm: reconnect to the same server, or to a second process on "
+                           "the same store started for the run (a rolling restart; Redis only)")
         else:
+            p.add_argument("--set", choices=["default", *SETS], default="default",
+                           help="which scenarios: `make bench`'s matrix (default), or post, "
+                           "memory, redis, bypass (bench/README.md)")
             p.add_argument("--loops", default="uvloop,asyncio", help="server event loops to run")
             p.add_argument("--sizes", default=",".join(map(str, SIZES)),
                            help="subscriber counts S (the idle run uses the largest)")
@@ -127,8 +211,10 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--out", type=Path, help="append JSON lines here")
         p.add_argument("--url", help="use this running server (e.g. http://127.0.0.1:8888)")
         p.add_argument("--server-pid", type=int, help="with --url: its pid, for CPU and RSS")
-        p.add_argument("--store", default="memory", help="server store: memory, redis://... or "
-                       "sqlite:///PATH; 'sqlite' is a new file in a temporary directory per run")
+        p.add_argument("--store", default="memory",
+                       help="server store: memory, redis (a throwaway redis-server per run, on "
+                       "the harness's core), redis://... (one you run), or sqlite (a new file "
+                       "in a temporary directory per run) or sqlite:///PATH")
         p.add_argument("--server-cmd", help="server command template with {python} {port} {store}, "
                        "e.g. gunicorn with several workers; CPU and RSS sum its process tree")
         p.add_argument("--server-arg", action="append", default=[],
@@ -146,22 +232,34 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--plot", type=Path, default=ROOT / "docs" / "bench.png")
     p.add_argument("--table", type=Path, default=ROOT / "bench" / "results" / "table.md")
     p.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    p.add_argument("--table-only", action="store_true",
+                   help="write only --table (no plot, README untouched): for the other sets")
     args = parser.parse_args(argv)
 
     if args.command == "report":
-        report.main(args.results, args.plot, args.table, args.readme)
+        if args.table_only:
+            report.main(args.results, None, args.table, None)
+        else:
+            report.main(args.results, args.plot, args.table, args.readme)
         return
     if args.command == "run":
-        subscribers = 0 if args.kind == "post" else args.subscribers
-        messages = args.messages if args.kind in ("sse", "poll") else 0
+        subscribers = 0 if args.kind in ("post", "hold") else args.subscribers
+        messages = args.messages if args.kind in ("sse", "poll", "hold", "storm") else 0
         plan = [Job(Scenario(args.kind, subscribers, messages, args.rate, args.drain,
-                             conns=args.conns), args.loop)]
+                             post_seconds=args.seconds, conns=args.conns, body_chars=args.body_chars,
+                             body=args.body, rooms=args.rooms, storm_after=args.storm_after,
+                             storm_spread=args.storm_spread, storm_to=args.storm_to), args.loop)]
     else:
-        plan = matrix(args.loops.split(","), [int(x) for x in args.sizes.split(",")],
-                      not args.no_floors)
+        if args.set == "default":
+            plan = matrix(args.loops.split(","), [int(x) for x in args.sizes.split(",")],
+                          not args.no_floors)
+        else:
+            plan = SETS[args.set]()
         for job in plan:
             job.scenario.drain = args.drain
-    raise_fd_limit(max(job.scenario.subscribers for job in plan) + 1024)
+    # A storm holds each client's old and new connection for a moment.
+    raise_fd_limit(max(job.scenario.subscribers * (2 if job.scenario.kind == "storm" else 1)
+                       for job in plan) + 1024)
     pinned = not args.url and server.pin_harness()
     old, note = procstat.raise_netdev_backlog(not args.no_sysctl)
     if note:
@@ -173,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for _ in range(args.repeat):
             for job in plan:
+                if not args.no_sysctl:  # another harness on the machine may have put it back
+                    procstat.reraise_netdev_backlog()
                 if args.quiet:
                     busy = procstat.wait_quiet(0.25, args.quiet)
                     if busy >= 0.25:

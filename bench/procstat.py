@@ -89,6 +89,23 @@ def rss(pids: list[int]) -> int:
     return total
 
 
+def tcp_counters() -> dict[str, int]:
+    """Machine-wide TCP counters that explain slow connects: accept-queue overflows (the SYN or
+    the handshake's last ACK dropped, so the client retries a second later) and SYN retransmits."""
+    out: dict[str, int] = {}
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return out
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            row = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            for name in ("ListenOverflows", "ListenDrops", "TCPSynRetrans"):
+                if name in row:
+                    out[name] = int(row[name])
+    return out
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine from /proc/stat, to tell how noisy a run was."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -132,6 +149,17 @@ def raise_netdev_backlog(allowed: bool) -> tuple[int | None, str | None]:
     return None, (f"WARNING: net.core.netdev_max_backlog={old}: loopback drops packets when the server "
                   f"writes to thousands of sockets at once (0.2-1.6 s retransmit tails); run "
                   f"`sysctl -w net.core.netdev_max_backlog={WANTED_BACKLOG}` as root")
+
+
+def reraise_netdev_backlog() -> None:
+    """Raise it again before a run if something (another harness restoring its own old value)
+    lowered it meanwhile; only as root, silently otherwise."""
+    value = netdev_backlog()
+    if value is not None and value < WANTED_BACKLOG and os.geteuid() == 0:
+        try:
+            BACKLOG_SYSCTL.write_text(str(WANTED_BACKLOG))
+        except OSError:
+            pass
 
 
 def restore_netdev_backlog(old: int | None) -> None:

@@ -23,8 +23,54 @@ def _f(value: Any, spec: str = "") -> str:
 
 
 def row(r: dict[str, Any]) -> str:
-    """One printed line per run (the same columns as HEADER)."""
+    """One printed line per run (the same columns as HEADER), and what a kind adds after ``|``."""
     delivered = (f"{r['delivered']}/{r['expected']}" if "expected" in r else "-")
+    return _columns(r, delivered) + _details(r)
+
+
+def _details(r: dict[str, Any]) -> str:
+    parts = []
+    if r.get("store", "memory") != "memory":
+        parts.append("redis")
+    if r.get("fanout") == "plain":
+        parts.append("plain fan-out")
+    if r["kind"] in ("post", "hold"):
+        parts.append(f"{body_label(r)}, {rooms_label(r)}, {r.get('conns', 4)} conns")
+    if r["kind"] == "post":
+        parts.append(f"{_f(r.get('server_cpu_us_per_post'), '.0f')} us/post")
+    if r["kind"] == "hold":
+        parts.append(f"RSS {_f(r.get('rss_bytes_per_message'), ',')} B/msg = "
+                     f"{_f(r.get('rss_per_body_utf8'))} x body ({r.get('body_utf8_bytes')} B); "
+                     f"target {r.get('target_bytes_per_message')}: "
+                     f"{'ok' if r.get('within_target') else 'OVER'}; "
+                     f"history gauge {_f(r.get('history_bytes_per_message'))} B/msg")
+    if r["kind"] == "storm":
+        parts.append(f"storm to {r.get('storm_to')}: answers {r.get('storm_answers')}, "
+                     f"gap {r.get('storm_clients_with_gap')}, dup {r.get('storm_clients_with_dup')}, "
+                     f"resets {r.get('storm_resets')}, open p99 {_f(r.get('storm_open_p99_ms'), '.0f')} "
+                     f"ms, all open {r.get('storm_all_open_s')} s, listen overflows "
+                     f"{r.get('storm_listen_overflows')}, "
+                     f"{_f(r.get('storm_server_cpu_us_per_client'), '.0f')} us/reconnect")
+    if r.get("answers_non_200"):
+        parts.append(f"non-200 answers: {r.get('answers')} posts {r.get('post_answers')}")
+    if r.get("server_warnings"):
+        parts.append(f"server log: {r['server_warnings']}")
+    if r.get("redis_cpu_us_per_delivery") is not None:
+        parts.append(f"redis {r['redis_cpu_us_per_delivery']:.2f} us/deliv")
+    return "  | " + "; ".join(parts) if parts else ""
+
+
+def body_label(r: dict[str, Any]) -> str:
+    chars = r.get("body_chars") or 0
+    return f"{chars:,} {r.get('body', 'ascii')}" if chars else "short body"
+
+
+def rooms_label(r: dict[str, Any]) -> str:
+    rooms = r.get("rooms", 1)
+    return "a room per post" if rooms == 0 else "one room" if rooms == 1 else f"{rooms} rooms"
+
+
+def _columns(r: dict[str, Any], delivered: str) -> str:
     return (f"{r['kind']:5} {r['loop']:7} {r['S']:>6} {delivered:>20} {_f(r.get('lost')):>5} "
             f"{_f(r.get('duplicates')):>4} {_f(r.get('lat_p50_ms'), '.1f'):>7} "
             f"{_f(r.get('lat_p99_ms'), '.1f'):>7} {_f(r.get('lat_max_ms'), '.1f'):>7} "
@@ -56,6 +102,8 @@ def server_label(r: dict[str, Any]) -> str:
             label += " (sync normal)"
     elif store != "memory":
         label += ", Redis"
+    if r.get("fanout") == "plain":
+        label += ", plain fan-out"
     workers = [a.split("=", 1)[1] for a in r.get("server_args", []) if a.startswith("--workers=")]
     if workers and workers[-1] != "1":
         label += f", {workers[-1]} processes"
@@ -63,16 +111,19 @@ def server_label(r: dict[str, Any]) -> str:
 
 
 def _key(r: dict[str, Any]) -> tuple[Any, ...]:
-    order = {"sse": 0, "poll": 1, "idle": 2, "post": 3}
-    servers = {"chat": 0, "chat, Redis": 1, "chat, Redis, 2 processes": 2, "bare aiohttp": 3,
-               "raw asyncio": 4}
+    order = {"sse": 0, "poll": 1, "idle": 2, "post": 3, "hold": 4, "storm": 5}
+    servers = {"chat": 0, "chat, plain fan-out": 1, "chat, Redis": 2, "chat, Redis, 2 processes": 3,
+               "bare aiohttp": 4, "raw asyncio": 5}
     label = server_label(r)
-    return (servers.get(label, 5), label, r["loop"] != "uvloop", order.get(r["kind"], 9), r["S"],
-            r["M"], r["R"], r["store"])
+    return (servers.get(label, 6), label, r["loop"] != "uvloop", order.get(r["kind"], 9), r["S"],
+            r["M"], r["R"], r["store"] != "memory", r.get("body", "ascii"), r.get("body_chars", 0),
+            r.get("rooms", 1), r.get("conns", 4), r.get("storm_to", ""))
 
 
 def _fill(r: dict[str, Any]) -> dict[str, Any]:
     """Derived fields older result files lack."""
+    if isinstance(r.get("post_answers"), dict) and "answers_503" in r:
+        r.setdefault("post_503", r["post_answers"].get("503", 0))
     if r.get("kind") == "poll" and r.get("polls"):
         answers = r["polls"] - r["S"]
         if answers > 0:
@@ -99,6 +150,14 @@ def medians(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         m["dup_total"] = sum(r.get("duplicates") or 0 for r in runs)
         cpu = [r["server_cpu_us_per_delivery"] for r in runs if r.get("server_cpu_us_per_delivery")]
         m["cpu_range"] = (min(cpu), max(cpu)) if cpu else None
+        for field in ("server_cpu_us_per_post", "posts_per_s", "rss_bytes_per_message",
+                      "storm_server_cpu_us_per_client", "lat_p99_ms"):
+            values = [r[field] for r in runs if isinstance(r.get(field), int | float)]
+            m[field + "_range"] = (min(values), max(values)) if values else None
+        for field in ("answers_503", "post_503", "answers_non_200", "storm_503", "storm_200",
+                      "storm_clients_with_gap", "storm_clients_with_dup", "storm_resets",
+                      "storm_clients"):
+            m[field + "_total"] = sum(r.get(field) or 0 for r in runs)
         out.append(m)
     return out
 
@@ -115,16 +174,25 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "| --- | --- | --- |" + " ---: |" * 13,
     ]
     for m in rows:
+        if m["kind"] not in ("sse", "poll", "idle", "post") or m.get("body_chars") or \
+                m.get("rooms", 1) != 1 or m.get("conns", 4) != 4:
+            continue  # the tables of their own (extra_tables)
         kind = {"idle": "SSE, idle", "post": "posting only", "sse": "SSE", "poll": "long-poll"}[m["kind"]]
         if m["kind"] in ("sse", "poll"):
             delivered = (f"{m['delivered']:,.0f} / {m['expected']:,.0f} "
                          f"({m['lost_total']}, {m['dup_total']})")
+            if "answers_503" in m:
+                delivered += f"; 503s: {m['answers_503_total']}"
+                if "post_503" in m:
+                    delivered += f" + {m['post_503_total']} posts"
             lo, hi = m["cpu_range"] or (None, None)
             cpu = (f"**{m['server_cpu_us_per_delivery']:.2f}** ({lo:.2f}–{hi:.2f})"
                    if lo is not None else "–")
             if m["kind"] == "poll" and m.get("messages_per_answer"):
                 cpu += (f"; {m['server_cpu_us_per_answer']:.0f} per answer of "
                         f"{m['messages_per_answer']:.1f} msg")
+            if m.get("redis_cpu_us_per_delivery") is not None:
+                cpu += f"; Redis {m['redis_cpu_us_per_delivery']:.2f}"
         elif m["kind"] == "post":
             delivered = "–"
             cpu = f"{_n(m.get('server_cpu_us_per_post'), '.0f')} per post"
@@ -139,6 +207,77 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"| {_n(m.get('server_cpu_us_per_connect'), '.0f')} | {_n(m.get('posts_per_s'))} "
             f"| {_n(m.get('harness_cpu_frac'), '.0%')} | {m['runs']} |")
     return "\n".join(lines) + "\n"
+
+
+def _range(m: dict[str, Any], field: str, spec: str) -> str:
+    lo, hi = m.get(field + "_range") or (None, None)
+    return "–" if lo is None else f"{_n(m.get(field), spec)} ({lo:{spec}}–{hi:{spec}})"
+
+
+def post_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| server | body | UTF-8 bytes | rooms | conns | posts/s | **server CPU µs / post** "
+             "| server CPU | non-200 | others (cores) | runs |",
+             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for m in rows:
+        if m["kind"] == "post":
+            lines.append(
+                f"| {server_label(m)} | {body_label(m)} | {_n(m.get('body_utf8_bytes'))} "
+                f"| {rooms_label(m)} | {m.get('conns', 4)} | {_range(m, 'posts_per_s', ',.0f')} "
+                f"| **{_range(m, 'server_cpu_us_per_post', ',.0f')}** "
+                f"| {_n(m.get('server_cpu_frac'), '.0%')} "
+                f"| {_n(m.get('posts_rejected'), ',.0f')} | {_n(m.get('others_cpu'), '.2f')} "
+                f"| {m['runs']} |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
+def hold_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| server | body | body UTF-8 bytes | message JSON bytes | rooms | messages held "
+             "| **RSS growth / held message, bytes** | × body | target (3 × body + 1 KiB) "
+             "| history gauge bytes / message | runs |",
+             "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for m in rows:
+        if m["kind"] == "hold":
+            ok = "within" if m["rss_bytes_per_message"] <= m["target_bytes_per_message"] else "**over**"
+            lines.append(
+                f"| {server_label(m)} | {body_label(m)} | {_n(m.get('body_utf8_bytes'))} "
+                f"| {_n(m.get('message_json_bytes'))} | {rooms_label(m)} "
+                f"| {_n(m.get('posts_accepted'))} | **{_range(m, 'rss_bytes_per_message', ',.0f')}** "
+                f"| {_n(m.get('rss_per_body_utf8'), '.2f')} "
+                f"| {_n(m.get('target_bytes_per_message'))}: {ok} "
+                f"| {_n(m.get('history_bytes_per_message'))} | {m['runs']} |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
+def storm_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| server | S | reconnect to | answers 200 / 503 (all runs) | clients with a gap / dup "
+             "/ resets | reopen p50 / p99 / max ms | all open after s | **server CPU µs / "
+             "reconnect** | Redis CPU µs / reconnect | lost / dup (whole run) | posts 503 (all runs) "
+             "| harness CPU (storm) | runs |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for m in rows:
+        if m["kind"] == "storm":
+            to = "same process" if m.get("storm_to") == "same" else "a fresh process"
+            lines.append(
+                f"| {server_label(m)} | {m['S']:,} | {to} "
+                f"| {m['storm_200_total']:,} / {m['storm_503_total']:,} "
+                f"| {m['storm_clients_with_gap_total']} / {m['storm_clients_with_dup_total']} / "
+                f"{m['storm_resets_total']} "
+                f"| {_n(m.get('storm_open_p50_ms'))} / {_n(m.get('storm_open_p99_ms'))} / "
+                f"{_n(m.get('storm_open_max_ms'))} | {_n(m.get('storm_all_open_s'), '.2f')} "
+                f"| **{_range(m, 'storm_server_cpu_us_per_client', ',.0f')}** "
+                f"| {_n(m.get('storm_redis_cpu_us_per_client'), '.0f')} "
+                f"| {m['lost_total']} / {m['dup_total']} | {m['post_503_total']} "
+                f"| {_n(m.get('storm_harness_cpu_frac'), '.0%')} | {m['runs']} |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
+def extra_tables(rows: list[dict[str, Any]]) -> str:
+    """The tables of the other sets: posting with bodies, memory per held message, storms. (The
+    matrix's one plain post row is in the main table: no post table unless a post has a body.)"""
+    bodies = any(m["kind"] == "post" and (m.get("body_chars") or m.get("rooms", 1) != 1
+                                          or m.get("conns", 4) != 4) for m in rows)
+    parts = [t for t in (post_table(rows) if bodies else "", hold_table(rows), storm_table(rows)) if t]
+    return "\n".join(parts)
 
 
 def machine_line(results: list[dict[str, Any]]) -> str:
@@ -208,15 +347,22 @@ def replace_block(readme: Path, block: str) -> bool:
     return True
 
 
-def main(results_path: Path, plot_path: Path, table_path: Path, readme: Path,
+def main(results_path: Path, plot_path: Path | None, table_path: Path, readme: Path | None,
          echo: Callable[[str], None] = print) -> None:
     results = load(results_path)
     rows = medians(results)
-    table = markdown(rows) + "\n" + machine_line(results) + "\n"
+    main_table = markdown(rows)
+    tables = [main_table] if main_table.count("\n") > 2 else []
+    extra = extra_tables(rows)
+    if extra:
+        tables.append(extra)
+    table = "\n".join(tables) + "\n" + machine_line(results) + "\n"
     table_path.parent.mkdir(parents=True, exist_ok=True)
     table_path.write_text(table)
-    plot(rows, plot_path)
     echo(table)
-    echo(f"wrote {table_path} and {plot_path}")
-    if replace_block(readme, table):
+    echo(f"wrote {table_path}")
+    if plot_path is not None:
+        plot(rows, plot_path)
+        echo(f"wrote {plot_path}")
+    if readme is not None and replace_block(readme, table):
         echo(f"updated the table in {readme}")

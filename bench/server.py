@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,8 +14,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .clients import SECRET
@@ -28,6 +31,8 @@ class Server:
     port: int
     pid: int | None  # None: not ours and not given, so no CPU or RSS figures
     log: Path | None = None
+    # After it stopped: its WARNING and ERROR lines (timestamps cut), counted; e.g. why a 503.
+    warnings: Counter[str] = field(default_factory=Counter)
 
     @property
     def hostport(self) -> str:
@@ -78,7 +83,7 @@ def command(python: str, port: int, store: str, loop: str, template: str | None,
            # Every subscriber and the publisher are one address here: the per-client abuse limits
            # (posts/s, connections per address) and the process cap would refuse the load itself.
            "--post-rate", "0", "--max-client-connections", "0", "--max-clients", "0",
-           "--request-rate", "0", "--max-address-connections", "0"]
+           "--request-rate", "0", "--max-address-connections", "0", "--max-address-streams", "0"]
     if loop == "asyncio":
         cmd.append("--no-uvloop")
     return cmd + extra
@@ -93,8 +98,10 @@ def _healthy(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def started(cmd: list[str], port: int, pin: bool, timeout: float = 20.0) -> Iterator[Server]:
-    """Run ``cmd`` (pinned to core 0 when ``pin``) until /healthz answers; SIGTERM it afterwards."""
+def started(cmd: list[str], port: int, pin: bool, timeout: float = 20.0,
+            env: dict[str, str] | None = None) -> Iterator[Server]:
+    """Run ``cmd`` (pinned to core 0 when ``pin``) until /healthz answers; SIGTERM it afterwards.
+    ``env``: variables added to the server's environment (``CHAT_BENCH_PLAIN_FANOUT=1``)."""
     log = Path(tempfile.mkstemp(prefix="chat-bench-server-", suffix=".log")[1])
 
     def on_core_zero() -> None:  # runs in the child before exec: workers it forks inherit it
@@ -103,14 +110,15 @@ def started(cmd: list[str], port: int, pin: bool, timeout: float = 20.0) -> Iter
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 preexec_fn=on_core_zero if pin else None,
-                                env={**os.environ, "CHAT_SECRET": SECRET})
+                                env={**os.environ, "CHAT_SECRET": SECRET, **(env or {})})
+    srv = Server("127.0.0.1", port, proc.pid, log)
     try:
         deadline = time.monotonic() + timeout
         while not _healthy(f"http://127.0.0.1:{port}/healthz"):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not come up: {cmd}\n{log.read_text()[-3000:]}")
             time.sleep(0.05)
-        yield Server("127.0.0.1", port, proc.pid, log)
+        yield srv
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -119,7 +127,80 @@ def started(cmd: list[str], port: int, pin: bool, timeout: float = 20.0) -> Iter
             proc.kill()
             proc.wait()
         text = log.read_text(errors="replace")
+        srv.warnings.update(_problems(text))
         if "Traceback" in text:
             print(f"server log ({log}) has a traceback:\n{text[-3000:]}", file=sys.stderr)
         else:
             log.unlink()
+
+
+_LOG_LINE = re.compile(r"^\S+ \S+ (WARNING|ERROR) (.*)$", re.MULTILINE)
+_NUMBERS = re.compile(r"\b\d+(\.\d+)?\b")
+
+
+def _problems(log: str) -> Counter[str]:
+    """The server's WARNING/ERROR lines, numbers blanked so that alike lines count as one."""
+    return Counter(_NUMBERS.sub("N", f"{m.group(1)} {m.group(2)}")[:300]
+                   for m in _LOG_LINE.finditer(log))
+
+
+@dataclass
+class Redis:
+    port: int
+    pid: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def _pong(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def redis_started(pin: bool) -> Iterator[Redis]:
+    """A throwaway redis-server (no persistence, empty) on a free port for one run, on the
+    harness's core when pinning (the server's core stays the server's); stopped afterwards.
+    Never the machine's own Redis: every run gets a fresh one."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise SystemExit("--store redis needs redis-server on PATH")
+    workdir = tempfile.mkdtemp(prefix="chat-bench-redis-")
+
+    def on_harness_core() -> None:
+        os.sched_setaffinity(0, {HARNESS_CORE})
+
+    try:
+        for _ in range(3):  # a free port can be taken meanwhile: try another
+            port = free_port()
+            proc = subprocess.Popen(
+                [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--daemonize", "no", "--dir", workdir, "--logfile", f"{workdir}/redis.log"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                preexec_fn=on_harness_core if pin else None)
+            deadline = time.monotonic() + 10
+            while proc.poll() is None and time.monotonic() < deadline and not _pong(port):
+                time.sleep(0.02)
+            if proc.poll() is None and _pong(port):
+                break
+            proc.kill()
+            proc.wait()
+        else:
+            raise RuntimeError(f"redis-server did not start: {Path(workdir, 'redis.log').read_text()}")
+        try:
+            yield Redis(port, proc.pid)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -65,7 +65,7 @@ def server_args(port: int, args: argparse.Namespace) -> list[str]:
             "--post-rate", "10000", "--post-burst", "10000",
             "--max-client-connections", str(args.clients * 4 + 100),
             "--max-clients", str(args.clients * 4 + 100), "--request-rate", "0",
-            "--max-address-connections", "0", *args.server_arg]
+            "--max-address-connections", "0", "--max-address-streams", "0", *args.server_arg]
 
 
 def start_server(args: argparse.Namespace, log: Any) -> tuple[subprocess.Popen[bytes], int]:

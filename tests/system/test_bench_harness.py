@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 from aiohttp.test_utils import TestServer
 
 from bench.accounting import account, percentile
-from bench.clients import SECRET
-from bench.run import Scenario, run
+from bench.clients import SECRET, SSESubscriber, Subscriber, make_body
+from bench.run import Scenario, _storm_check, run
 from chat.settings import Settings
+from chat.web.app import create_app
 
 from ..support import with_settings
 
@@ -35,6 +39,69 @@ async def test_tiny_run_delivers_everything_once(server: TestServer, kind: str) 
     assert (result["expected"], result["delivered"]) == (15, 15)
     assert (result["lost"], result["duplicates"], result["out_of_order"]) == (0, 0, 0)
     assert result["posted"] == 3 and result["post_errors"] == 0
+
+
+def test_storm_check_finds_gaps_and_duplicates() -> None:
+    sent = {b"e-%d" % i: (i, float(i)) for i in range(5)}
+
+    def client(ids: list[bytes], mark: int) -> Subscriber:
+        sub = SSESubscriber("h:1", "r", lambda _: None)
+        sub.ids, sub.mark = ids, mark
+        return sub
+
+    ok = client([b"e-0", b"e-1", b"e-2", b"e-3", b"e-4"], 2)  # cursor e-1, then e-2..e-4
+    gap = client([b"e-0", b"e-1", b"e-3", b"e-4"], 2)  # e-2 never came
+    dup = client([b"e-0", b"e-1", b"e-1", b"e-2", b"e-3", b"e-4"], 2)  # e-1 replayed again
+    check = _storm_check([ok, gap, dup], sent)
+    assert (check["storm_clients_with_gap"], check["storm_clients_with_dup"]) == (1, 1)
+
+
+def test_bodies_have_the_length_and_bytes_asked_for() -> None:
+    assert len(make_body(4096, "ascii")) == 4096 == len(make_body(4096, "ascii").encode())
+    astral = make_body(4096, "astral")
+    assert len(astral) == 4096 and len(astral.encode()) == 4 * 4096
+    assert make_body(10, "ascii") == make_body(10, "ascii").strip()
+
+
+@pytest.mark.parametrize("rooms", [0, 3])
+async def test_post_run_posts_bodies_to_rooms(server: TestServer, rooms: int) -> None:
+    result = await run(Scenario("post", 0, 0, post_seconds=0.3, conns=2, body_chars=100,
+                                body="astral", rooms=rooms), f"{server.host}:{server.port}", None)
+    assert result["posts_accepted"] > 0 and result["posts_rejected"] == 0
+    assert result["body_utf8_bytes"] == 400 and result["message_json_bytes"] > 800
+
+
+async def test_hold_run_counts_what_the_server_holds(aiohttp_server: Any, settings: Settings
+                                                    ) -> None:
+    # The memory store: the Redis store holds in RAM only the rooms this process watches.
+    server = await aiohttp_server(create_app(settings))
+    result = await run(Scenario("hold", 0, 30, body_chars=200, body="ascii", rooms=0),
+                       f"{server.host}:{server.port}", None)
+    assert result["posts_accepted"] == 30 and result["rooms_added"] == 30
+    assert result["history_bytes_per_message"] >= result["message_json_bytes"] > 400
+
+
+async def test_storm_run_resumes_every_client_exactly(server: TestServer) -> None:
+    result = await run(Scenario("storm", subscribers=5, messages=8, rate=40.0, drain=5.0,
+                                storm_after=0.1, storm_spread=0.05),
+                       f"{server.host}:{server.port}", None)
+    assert (result["storm_200"], result["storm_503"], result["storm_reopened"]) == (5, 0, 5)
+    assert (result["storm_clients_with_gap"], result["storm_clients_with_dup"]) == (0, 0)
+    assert (result["expected"], result["delivered"], result["duplicates"]) == (40, 40, 0)
+
+
+@pytest.mark.redis
+async def test_storm_to_a_fresh_process_on_the_same_redis(
+        aiohttp_server: Any, settings: Settings, redis_url: str) -> None:
+    first, second = [await aiohttp_server(create_app(dataclasses.replace(settings, store=redis_url)))
+                     for _ in range(2)]
+    result = await run(Scenario("storm", subscribers=5, messages=8, rate=40.0, drain=5.0,
+                                storm_after=0.1, storm_spread=0.05, storm_to="fresh"),
+                       f"{first.host}:{first.port}", None,
+                       fresh=(f"{second.host}:{second.port}", None))
+    assert (result["storm_200"], result["storm_503"], result["storm_reopened"]) == (5, 0, 5)
+    assert (result["storm_clients_with_gap"], result["storm_clients_with_dup"]) == (0, 0)
+    assert (result["expected"], result["delivered"], result["duplicates"]) == (40, 40, 0)
 
 
 @pytest.fixture
