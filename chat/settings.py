@@ -240,7 +240,9 @@ class Settings:
     api_post_burst: int = _opt(200, "messages one API key may post at once before "
                                     "--api-post-rate applies", int_range(1, 1_000_000))
     # ---- Redis ----
-    redis_timeout: float = _opt(2.0, "seconds a Redis command, or a wait for a Redis "
+    # 5 s, not less: a post's script must reach Redis within half of it, and a server starved
+    # of CPU by other load once missed 1 s (bench/README.md, "Redis rows").
+    redis_timeout: float = _opt(5.0, "seconds a Redis command, or a wait for a Redis "
                                      "connection, may take before the request is answered 503",
                                 seconds)
     redis_backoff: float = _opt(2.0, "longest pause between attempts to reach Redis again "
