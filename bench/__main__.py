@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("results", type=Path)
     p.add_argument("--plot", type=Path, default=ROOT / "docs" / "bench.png")
     p.add_argument("--table", type=Path, default=ROOT / "bench" / "results" / "table.md")
-    p.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    p.add_argument("--readme", type=Path, default=ROOT / "docs" / "performance.md")
     p.add_argument("--table-only", action="store_true",
                    help="write only --table (no plot, README untouched): for the other sets")
     args = parser.parse_args(argv)

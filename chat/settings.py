@@ -282,7 +282,38 @@ def env_name(field: dataclasses.Field[Any]) -> str:
 
 
 def shown_default(field: dataclasses.Field[Any]) -> str:
-    return field.metadata["shown"] or str(field.default)
+    default = field.default
+    if isinstance(default, float) and default.is_integer():
+        default = int(default)
+    return field.metadata["shown"] or str(default)
+
+
+TABLE_START = "<!-- options: generated from chat/settings.py by `python -m chat.settings` -->"
+TABLE_END = "<!-- /options -->"
+
+
+def options_markdown() -> str:
+    """The README's options table, made from the fields (a test checks the README has it)."""
+    rows = ["| option | environment | default | meaning |", "| --- | --- | --- | --- |"]
+    for option, field in options():
+        meaning = field.metadata["help"].replace("|", "\\|")
+        rows.append(f"| `{option}` | `{env_name(field)}` | {shown_default(field)} | {meaning} |")
+    return "\n".join([TABLE_START, *rows, TABLE_END]) + "\n"
+
+
+def write_readme_table(readme: Path) -> bool:
+    """Put ``options_markdown()`` between the markers in ``readme``; True if it changed."""
+    text = readme.read_text()
+    head, _, rest = text.partition(TABLE_START)
+    _, _, tail = rest.partition(TABLE_END + "\n")
+    new = head + options_markdown() + tail
+    if new != text:
+        readme.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":  # python -m chat.settings: the README's options table, rewritten
+    write_readme_table(ROOT / "README.md")
 
 
 MEMORY_WORKERS = ("--workers {} needs a shared store: the memory store keeps each room inside "
