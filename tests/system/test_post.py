@@ -3,14 +3,16 @@ refusals, retries with one idempotency key per message, a server that is down, a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import urllib.parse
+from pathlib import Path
 
 import pytest
 
-from ..support import NO_LIMITS, ServerProcess, free_port
+from ..support import NO_LIMITS, ServerProcess, free_port, sqlite_url
 from ..support.commands import API_KEY, history, post_command
 from ..support.servers import HttpFront
 
@@ -131,3 +133,25 @@ def test_bad_arguments_one_line_exit_2(args: list[str], words: str) -> None:
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and words in lines[0], result.stderr
     assert "two words" not in result.stderr
+
+
+async def test_a_thousand_lines_while_a_sqlite_server_restarts(tmp_path: Path) -> None:
+    """The server is stopped and started again (same file, same port) while chat.post sends
+    1,000 lines: every line is stored exactly once, in order. A post whose reply the restart cut
+    is retried with its key, which SQLite remembers across the restart."""
+    lines = [f"line {i:04}" for i in range(1000)]
+    args = (*SERVER, "--store", sqlite_url(tmp_path / "chat.db"), "--history", "2000",
+            "--api-post-rate", "0")
+    with ServerProcess(*args) as server:
+        port = server.port
+        async with post_command(server.url, "--api-key", API_KEY,
+                                stdin="\n".join(lines).encode()) as command:
+            printed = [json.loads(await command.line()) for _ in range(300)]
+            server.stop()
+            server.start(port=port)
+            rest = await asyncio.wait_for(command.output(), 120)  # read on: a full pipe stalls it
+            assert await command.wait() == 0, command.errors
+            printed += [json.loads(line) for line in rest.splitlines()]
+        stored = await history(server.url)
+    assert [m["body"] for m in stored] == lines
+    assert [m["id"] for m in printed] == [m["id"] for m in stored]
