@@ -114,6 +114,7 @@ def one(job: Job, args: argparse.Namespace, pinned: bool) -> dict[str, Any]:
     result: dict[str, Any] = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "commit": _git(),
         "kind": scenario.kind, "S": scenario.subscribers, "M": scenario.messages, "R": scenario.rate,
+        "names": scenario.names,
         "loop": loop if not args.url else "?", "store": store,
         "server": "external" if args.url else (server_cmd or "python -m chat"),
         "server_args": server_args,
@@ -195,6 +196,9 @@ def main(argv: list[str] | None = None) -> None:
                            help="storm: seconds of messages before every client reconnects")
             p.add_argument("--storm-spread", type=float, default=1.0,
                            help="storm: the reconnects are spread over this many seconds")
+            p.add_argument("--names", action="store_true",
+                           help="sse: each subscriber streams with a name of its own, so presence "
+                           "lists every one (its cost on the fan-out path)")
             p.add_argument("--storm-to", choices=["same", "fresh"], default="same",
                            help="storm: reconnect to the same server, or to a second process on "
                            "the same store started for the run (a rolling restart; Redis only)")
@@ -248,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
         plan = [Job(Scenario(args.kind, subscribers, messages, args.rate, args.drain,
                              post_seconds=args.seconds, conns=args.conns, body_chars=args.body_chars,
                              body=args.body, rooms=args.rooms, storm_after=args.storm_after,
-                             storm_spread=args.storm_spread, storm_to=args.storm_to), args.loop)]
+                             storm_spread=args.storm_spread, storm_to=args.storm_to,
+                             names=args.names), args.loop)]
     else:
         if args.set == "default":
             plan = matrix(args.loops.split(","), [int(x) for x in args.sizes.split(",")],

@@ -155,11 +155,13 @@ class SSESubscriber(Subscriber):
         self.asked = 0.0
         self.resets = 0
         self.opened_cb: Callable[[SSESubscriber], None] | None = None  # each time a stream opens
+        self.name: str | None = None  # who this is, for presence (None: counted, not listed)
 
     def request(self) -> bytes:
         self.asked = perf()
         resume = f"Last-Event-ID: {self.ids[-1].decode()}\r\n" if self.ids else ""
-        return (f"GET /a/message/stream?room={quote(self.room)} HTTP/1.1\r\nHost: {self.hostport}"
+        named = f"&name={quote(self.name)}" if self.name else ""
+        return (f"GET /a/message/stream?room={quote(self.room)}{named} HTTP/1.1\r\nHost: {self.hostport}"
                 f"\r\nAccept: text/event-stream\r\n{resume}\r\n").encode()
 
     def reset_parser(self) -> None:

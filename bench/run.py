@@ -75,6 +75,7 @@ class Scenario:
     storm_after: float = 2.0  # "storm": seconds of messages before every client reconnects
     storm_spread: float = 1.0  # "storm": the reconnects are spread evenly over this many seconds
     storm_to: str = "same"  # "storm": reconnect to the same server, or a "fresh" process
+    names: bool = False  # SSE: each subscriber streams with a name of its own (presence lists it)
 
 
 def _rusage() -> float:
@@ -127,7 +128,7 @@ async def _metric(hostport: str, name: str) -> float | None:
 
 
 async def connect(kind: str, hostport: str, room: str, count: int,
-                  timeout: float = 120.0) -> list[Subscriber]:
+                  timeout: float = 120.0, names: bool = False) -> list[Subscriber]:
     """Open ``count`` subscribers and return once each is ready (SSE: opened; poll: request sent).
 
     A subscriber answered 503 (or any non-200) counts it and asks again half a second later.
@@ -146,9 +147,11 @@ async def connect(kind: str, hostport: str, room: str, count: int,
             all_ready.set_result(None)
 
     cls = SSESubscriber if kind in ("sse", "idle", "storm") else Poller
-    for _ in range(count):
+    for n in range(count):
         await slots.acquire()
         sub = cls(hostport, room, ready)
+        if names and isinstance(sub, SSESubscriber):
+            sub.name = f"u{n}"
         await sub.open()
         subs.append(sub)
     if count:
@@ -358,7 +361,8 @@ async def run(scenario: Scenario, hostport: str, pid: int | None,
     room = "bench" + secrets.token_hex(4)
     rss0 = rss()
     a = meter.read()
-    subs = await connect(scenario.kind, hostport, room, scenario.subscribers)
+    subs = await connect(scenario.kind, hostport, room, scenario.subscribers,
+                         names=scenario.names)
     # One process: its own gauge says when it has every subscriber. Several (gunicorn) or none
     # known: each counts only its own, so give the last handshakes a moment instead.
     single = pid is None or len(procstat.tree(pid)) == 1

@@ -12,14 +12,13 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import sys
 import threading
 from collections.abc import Sequence
 from typing import NoReturn
 
 from .client import Publisher, PublishError
-from .client.common import ROOM_RE, base_url
+from .client.common import ROOM_RE, base_url, until_signalled
 
 PROG = "python -m chat.post"
 # Refusals about this one message: the next line may well be stored.
@@ -130,24 +129,11 @@ class Post:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-
-    def stop() -> None:
-        stopping.set()
-        task.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
-    try:
-        return await Post(args).run()
-    except asyncio.CancelledError:
-        if not stopping.is_set():
-            raise
+    def interrupted() -> int:
         _say("interrupted; what was printed was stored")
         return 1
+
+    return await until_signalled(Post(args).run(), interrupted)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

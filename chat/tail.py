@@ -12,14 +12,13 @@ import contextlib
 import datetime
 import json
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from .client import EARLIEST, ChatClientError, Reset, Status, subscribe
-from .client.common import ID_RE, ROOM_RE, base_url
+from .client.common import ID_RE, ROOM_RE, base_url, until_signalled
 
 PROG = "python -m chat.tail"
 
@@ -171,23 +170,8 @@ class Tail:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-
-    def stop() -> None:
-        stopping.set()
-        task.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
-    try:
-        return await Tail(args).run()
-    except asyncio.CancelledError:
-        if not stopping.is_set():
-            raise
-        return 0  # every printed line was flushed (and saved) before the next wait
+    # Interrupted: every printed line was flushed (and saved) before the next wait: exit 0.
+    return await until_signalled(Tail(args).run(), lambda: 0)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

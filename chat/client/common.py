@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import re
+import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -101,3 +104,25 @@ def describe(exc: BaseException) -> str:
         return "timed out"
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def until_signalled(work: Awaitable[int], interrupted: Callable[[], int]) -> int:
+    """Run a command's ``work`` to its exit status; SIGINT or SIGTERM cancels it and the status is
+    ``interrupted()``'s (a cancellation from anywhere else is passed on)."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+
+    def stop() -> None:
+        stopping.set()
+        task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not stopping.is_set():
+            raise
+        return interrupted()
