@@ -176,8 +176,6 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("-S", "--subscribers", type=int, default=1000)
             p.add_argument("-M", "--messages", type=int, default=100)
             p.add_argument("-R", "--rate", type=float, default=20.0, help="messages per second")
-            p.add_argument("-c", "--conns", type=int, default=4,
-                           help="post runs: connections posting back to back at once")
             p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
                            help="the server's event loop (the harness uses uvloop when installed)")
             p.add_argument("--profile", type=Path, help="py-spy the server during delivery into this "
@@ -186,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
                            help="post, hold: characters per message body (0: a short default)")
             p.add_argument("--body", choices=["ascii", "astral"], default="ascii",
                            help="post, hold: ASCII words, or emoji (4 bytes of UTF-8 each)")
-            p.add_argument("--conns", type=int, default=4,
+            p.add_argument("-c", "--conns", type=int, default=4,
                            help="post, hold: connections posting back to back")
             p.add_argument("--rooms", type=int, default=1,
                            help="post, hold: round robin over this many rooms; 0: every post to a "

@@ -112,3 +112,13 @@ def settings() -> Settings:
 @pytest.fixture
 async def server(aiohttp_server, app):  # type: ignore[no-untyped-def]
     return await aiohttp_server(app)
+
+
+def test_the_command_line_parses() -> None:
+    """Every option of `python -m bench` (a duplicate, say, would fail them all)."""
+    import subprocess
+    import sys
+    for command in (["run", "--help"], ["matrix", "--help"], ["report", "--help"]):
+        done = subprocess.run([sys.executable, "-m", "bench", *command], capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
