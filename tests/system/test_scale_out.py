@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +22,16 @@ import pytest
 
 from chat.stores.redis.scripts import stream_key
 
-from ..support import NO_LIMITS, XSRF, Chat, ServerProcess, free_port, zero_cursor
+from ..support import (
+    NO_LIMITS,
+    TEST_SECRET,
+    XSRF,
+    Chat,
+    ServerProcess,
+    free_port,
+    until,
+    zero_cursor,
+)
 from ..support.servers import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -227,3 +239,46 @@ def _children(pid: int) -> list[int]:
             if int(fields[1]) == pid:
                 found.append(int(stat.parent.name))
     return found
+
+
+async def test_gunicorn_itself_starts_workers_the_way_python_m_chat_does(
+        redis_url: str, tmp_path: Path) -> None:
+    """Raw gunicorn with chat.gunicorn_conf: settings from CHAT_* (the backlog too), and the
+    same logging, where a client's malformed request is one INFO line, not a traceback."""
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    log = tmp_path / "gunicorn.log"
+    env = {**os.environ, "CHAT_STORE": redis_url, "CHAT_BACKLOG": "77", "CHAT_SECRET": TEST_SECRET}
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            str(gunicorn), "-c", "python:chat.gunicorn_conf", "-w", "2", "-b", "127.0.0.1:0",
+            "chat.gunicorn_conf:app_factory", stdout=out, stderr=subprocess.STDOUT, env=env,
+            cwd=tmp_path)
+    try:
+        def listening() -> int:
+            found = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", log.read_text())
+            return int(found.group(1)) if found else 0
+
+        await until(lambda: _async(listening() != 0 and len(_children(proc.pid)) == 2), True)
+        port = listening()
+        if shutil.which("ss"):  # a listening socket's Send-Q is its backlog
+            done = await asyncio.to_thread(subprocess.run, ["ss", "-ltnH", f"sport = :{port}"],
+                                           capture_output=True, text=True, check=True)
+            sockets = done.stdout.split()
+            assert sockets[2] == "77", sockets
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
+        assert (await reader.read()).startswith(b"HTTP/1.0 400 ")
+        writer.close()
+        await until(lambda: _async("bad request: 400" in log.read_text()), True)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+        text = log.read_text()
+        assert "Traceback" not in text and " ERROR " not in text, text
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _async(value: bool) -> bool:
+    return value
