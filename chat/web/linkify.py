@@ -36,6 +36,8 @@ _LINK = Markup('<a href="{0}" rel="' + REL + '" target="_blank">{0}</a>')
 
 def linkify(text: str) -> Markup:
     """``text`` escaped, with each http(s) URL in it as a link to itself."""
+    if "://" not in text:  # no URL: no regular expression over every character
+        return escape(text)
     out: list[str] = []
     done = 0
     for match in _URL.finditer(text):
