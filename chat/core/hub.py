@@ -278,6 +278,7 @@ class Hub:
         log.warning("%s", logfmt.line(event="dropped", reason=reason, room=sub.room,
                                       client=peer[0] if peer else "unknown",
                                       queued=self.queue_size if reason == "slow" else 0))
+        tcpinfo.reset_on_close(sub.sock)  # the kernel frees what it still holds for it, too
         sub.transport.abort()
 
     def wait(self, room: str) -> asyncio.Future[None]:

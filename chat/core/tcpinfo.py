@@ -15,6 +15,17 @@ _BYTES_ACKED = 120  # offset of tcpi_bytes_acked (u64) in struct tcp_info, Linux
 _INFO_SIZE = 128
 
 
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset and keeps nothing
+
+
+def reset_on_close(sock: Any) -> None:
+    """Have closing ``sock`` reset the connection: the kernel then drops at once what it still
+    holds for a peer that stopped reading, instead of keeping it until TCP_USER_TIMEOUT."""
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+
+
 def progress(sock: Any) -> tuple[int, int]:
     """(bytes waiting in the kernel for the peer, bytes the peer has acknowledged so far).
 

@@ -20,10 +20,7 @@ aiohttp then finds the response prepared and finished, and only logs it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
-import struct
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -44,7 +41,6 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
-_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset, keeps nothing
 SERVER = "chat"  # not aiohttp's "Python/3.11 aiohttp/3.14.5": no versions for a scanner to match
 
 
@@ -88,9 +84,7 @@ class Watch:
                                       method=self.request.method, path=self.request.path,
                                       waiting=waiting))
         sock = self.transport.get_extra_info("socket")
-        if sock is not None:  # a reset, so the kernel drops what it holds for this client too
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        tcpinfo.reset_on_close(sock)  # so the kernel drops what it holds for this client too
         self.transport.abort()  # drops what we buffered; the pending write raises
 
     def cancel(self) -> None:
