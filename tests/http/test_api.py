@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -18,7 +15,7 @@ import pytest
 from chat.settings import Settings
 from chat.web.api import match_key
 
-from ..support import XSRF, Chat, ServerProcess, with_settings
+from ..support import XSRF, Chat, ServerProcess, run_chat, with_settings
 
 KEYS = ("key-one-aaaaaaaaaaaa", "key-two-bbbbbbbbbbbb")
 API = with_settings(api_keys=KEYS, max_body=10, max_name=5, max_request=4096)
@@ -284,8 +281,7 @@ def test_a_key_never_appears_in_the_log(how: str) -> None:
 def test_a_bad_key_setting_is_one_line_that_does_not_echo_it() -> None:
     for args, env in ((["--api-keys", "good-key,bad key!"], {}),
                       ([], {"CHAT_API_KEYS": "good-key,bad key!"})):
-        result = subprocess.run([sys.executable, "-m", "chat", *args], capture_output=True,
-                                text=True, timeout=30, env={**os.environ, **env})
+        result = run_chat(*args, env=env)
         assert result.returncode == 2
         lines = result.stderr.splitlines()
         assert len(lines) == 1 and "API key 2 of 2" in lines[0], result.stderr
@@ -293,8 +289,7 @@ def test_a_bad_key_setting_is_one_line_that_does_not_echo_it() -> None:
 
 
 def test_help_lists_the_api_options() -> None:
-    result = subprocess.run([sys.executable, "-m", "chat", "--help"], capture_output=True,
-                            text=True, timeout=30)
+    result = run_chat("--help")
     for option in ("--api-keys", "--api-post-rate", "--api-post-burst", "CHAT_API_KEYS"):
         assert option in result.stdout
     assert json.dumps(list(KEYS)) not in result.stdout

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ..support import GET_HEALTHZ, XSRF, ServerProcess, form_request, raw_exchange
+from ..support import GET_HEALTHZ, XSRF, ServerProcess, form_request, raw_exchange, until_sync
 
 
 def get(server: ServerProcess, target: str, *headers: str) -> tuple[int, dict[str, str], bytes]:
@@ -106,10 +106,7 @@ def test_connections_per_address_are_capped_but_not_for_a_trusted_proxy() -> Non
             assert fourth.status == 429 and fourth.closed
             assert b"too many open connections from your address (at most 3)" in fourth.body
             held.pop().close()
-            deadline = time.monotonic() + 5
-            while raw_exchange(server.port, GET_HEALTHZ).status != 200:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+            until_sync(lambda: raw_exchange(server.port, GET_HEALTHZ).status, 200, 5)
         finally:
             for sock in held:
                 sock.close()

@@ -1,7 +1,7 @@
 """What only the Redis store has: its data layout, lost streams, several processes, outages.
 
 "Processes" here are apps in this test's event loop, each with its own RedisStore, Redis
-connections and reader task; tests/test_scale_out.py runs real separate processes.
+connections and reader task; tests/system/test_scale_out.py runs real separate processes.
 """
 
 from __future__ import annotations
