@@ -207,6 +207,7 @@ LIMITED = with_settings(api_keys=KEYS, api_post_rate=0.5, api_post_burst=2, post
                         post_burst=1)
 
 
+@pytest.mark.fake_clock
 @pytest.mark.parametrize("settings", [LIMITED], ids=["burst-2"])
 async def test_rate_limit_counts_per_key(chat: Chat, caplog: pytest.LogCaptureFixture) -> None:
     for i in range(2):
@@ -215,7 +216,7 @@ async def test_rate_limit_counts_per_key(chat: Chat, caplog: pytest.LogCaptureFi
         response = await api_post(chat, {"body": "the third"})
     assert response.status == 429
     wait = int(response.headers["Retry-After"])
-    assert 1 <= wait <= 2  # 0.5 posts/s: the next token is at most 2 s away
+    assert wait == 2  # 0.5 posts/s, and no time passed (a fake clock): the next token is 2 s away
     assert (await response.json()) == {"error": f"too many messages for this API key; wait {wait} s"}
     assert "event=refused reason=api_posts client=api-key-1" in caplog.text
     assert KEYS[0] not in caplog.text

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from ..support import XSRF, Chat, SSEStream, until, with_settings
+from chat.feed import Feed
+
+from ..support import XSRF, Chat, FakeClock, SSEStream, parse_frame, until, with_settings
 
 QUICK = with_settings(presence_grace=0.6)
 
@@ -47,21 +49,29 @@ async def test_members_join_are_listed_and_leave_after_the_grace(chat: Chat) -> 
     await until(lambda: roster(chat), {"count": 0, "members": []})
 
 
+@pytest.mark.fake_clock
 @pytest.mark.parametrize("settings", [with_settings(presence_grace=2.0)], ids=["grace-2"])
-async def test_a_reload_within_the_grace_is_no_leave(chat: Chat) -> None:
+async def test_a_reload_within_the_grace_is_no_leave(chat: Chat, feed: Feed,
+                                                     clock: FakeClock) -> None:
     async with chat.stream(name="watcher", control=True) as watcher:
         await presence_frames(watcher)
         async with chat.stream(name="bob"):
             assert (await presence_frames(watcher))["members"] == ["bob", "watcher"]
-        async with chat.stream(name="bob") as back:  # the reload
+        await chat.until_metric("chat_stream_clients", 1)  # bob's first connection is gone
+        clock.advance(1.0)
+        await feed.rooms.round()  # what the once-a-second round does
+        assert await roster(chat) == {"count": 2, "members": ["bob", "watcher"]}  # in his grace
+        async with chat.stream(name="bob") as back:  # the reload, within the grace
             await back.read_bytes(1)
-            deadline = time.monotonic() + 2.5
-            while time.monotonic() < deadline:  # no frame ever drops bob
-                try:
-                    frame = await presence_frames(watcher, timeout=0.5)
-                except TimeoutError:
-                    continue
-                assert "bob" in frame["members"]
+            clock.advance(1.5)  # the first connection's grace is over
+            await feed.rooms.round()
+            assert await roster(chat) == {"count": 2, "members": ["bob", "watcher"]}
+            posted = await chat.post("after the grace")
+            # No frame up to that message ever said bob left.
+            while not (frame := await watcher.read_frame()).startswith(b"id: "):
+                if frame.startswith(b"event: presence\n"):
+                    assert "bob" in json.loads(frame.split(b"data: ", 1)[1])["members"], frame
+            assert parse_frame(frame)["id"] == posted["id"]
 
 
 async def test_unnamed_streams_and_polls_are_counted_not_listed(chat: Chat) -> None:
@@ -79,14 +89,17 @@ async def test_a_waiting_long_poll_is_present(chat: Chat) -> None:
 async def test_presence_frames_never_move_the_cursor(chat: Chat) -> None:
     first = await chat.post("one")
     async with chat.stream(name="a", last_event_id=first["id"], control=True) as s:
-        frames = [await s.read_frame()]
+        frames = [await s.read_frame()]  # the opening
         async with chat.stream(name="b"):
-            frames.append(await s.read_frame())
-            frames.append(await s.read_frame())
-        assert all(b"\nid: " not in f and not f.startswith(b"id: ") for f in frames[1:])
+            frames.append(await s.read_frame())  # who is here: a
+            frames.append(await s.read_frame())  # who is here: a and b
+        assert [f.split(b"\n", 1)[0] for f in frames[1:]] == [b"event: presence"] * 2, frames
+        cursor = first["id"]
+        for frame in frames:  # what an EventSource keeps as its last event id
+            cursor = parse_frame(frame).get("id", cursor)
         second = await chat.post("two")
-    # Resuming from the last message id replays exactly what followed it.
-    async with chat.stream(last_event_id=first["id"]) as again:
+    # Resuming from that id replays exactly what followed the last message.
+    async with chat.stream(last_event_id=cursor) as again:
         assert [m["id"] for m in await again.messages(1)] == [second["id"]]
 
 

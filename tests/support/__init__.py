@@ -59,6 +59,20 @@ def with_settings(**changes: Any) -> Settings:
     return dataclasses.replace(TEST_SETTINGS, **changes)
 
 
+class FakeClock:
+    """A monotonic clock that moves only when told: what a test passes for the app's clock
+    (``create_app(clock=...)``: limits, the metrics cache, presence) or a core object's."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @dataclasses.dataclass
 class Chat:
     """Protocol steps in one place: post, poll and stream the way a real client does."""
