@@ -66,14 +66,23 @@ async def test_heartbeat_exact_bytes(chat: Chat) -> None:
         assert await s.read_bytes(8) == b": ping\n\n"
 
 
+@pytest.mark.parametrize("settings", [with_settings(ping_interval=0.05)], ids=["ping-50ms"])
 async def test_heartbeat_does_not_move_cursor(chat: Chat) -> None:
-    """Only message frames and the reset frame carry ``id:``; a ping is a bare comment."""
-    assert b"id:" not in b": ping\n\n"
+    """Only message frames and the reset frame carry ``id:``; a ping is a bare comment, so a
+    client's last event id is still the last message's after any number of pings."""
     first = await chat.post("one")
     async with chat.stream(last_event_id=first["id"]) as s:
         await s.read_bytes(len(OPENING))
+        pings = [await s.read_frame() for _ in range(3)]  # nothing else is sent meanwhile
+        assert pings == [b": ping\n\n"] * 3
+        cursor = first["id"]
+        for frame in pings:  # what an EventSource keeps as its last event id
+            cursor = parse_frame(frame).get("id", cursor)
+        assert cursor == first["id"]
         second = await chat.post("two")
         assert (await s.read_event())["id"] == second["id"]
+    async with chat.stream(last_event_id=cursor) as again:  # a reconnection after the pings
+        assert [m["id"] for m in await again.messages(1)] == [second["id"]]
 
 
 # ---- the resume matrix ----------------------------------------------------------------------
