@@ -3,7 +3,9 @@
 Every test that uses ``app`` (so ``client``, ``chat``, ``feed``) runs once per store: the
 memory store, the SQLite store on a file of the test's own, and the Redis store on a real
 redis-server that the session starts on a free port. Without redis-server the Redis runs are
-skipped, unless CHAT_REQUIRE_REDIS=1 (CI).
+skipped, unless CHAT_REQUIRE_REDIS=1 (CI). A test that does not involve the store's behaviour
+(forms, XSRF, limits, escaping, errors, the metrics format) runs on the memory store only:
+``@one_store`` (tests/support), or a module's own ``store_url`` fixture.
 """
 
 from __future__ import annotations

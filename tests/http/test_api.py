@@ -15,7 +15,7 @@ import pytest
 from chat.settings import Settings
 from chat.web.api import match_key
 
-from ..support import XSRF, Chat, ServerProcess, run_chat, with_settings
+from ..support import XSRF, Chat, ServerProcess, one_store, run_chat, with_settings
 
 KEYS = ("key-one-aaaaaaaaaaaa", "key-two-bbbbbbbbbbbb")
 API = with_settings(api_keys=KEYS, max_body=10, max_name=5, max_request=4096)
@@ -60,6 +60,7 @@ def _time(html: str) -> str:
     return html[html.index("<time"):]
 
 
+@one_store
 @pytest.mark.parametrize("settings", [API], ids=["keys"])
 async def test_name_may_be_left_out_or_null(chat: Chat) -> None:
     for payload in ({"body": "a"}, {"body": "b", "name": None}, {"body": "c", "name": "  "}):
@@ -68,6 +69,7 @@ async def test_name_may_be_left_out_or_null(chat: Chat) -> None:
         assert (await response.json())["name"] is None
 
 
+@one_store
 @pytest.mark.parametrize("settings", [API], ids=["keys"])
 @pytest.mark.parametrize("value", ["a", "A-z_09", "k" * 64])
 async def test_a_valid_idempotency_key_is_accepted(chat: Chat, value: str) -> None:
@@ -136,6 +138,7 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
         yield data[i:i + 1000]
 
 
+@one_store
 @pytest.mark.parametrize("settings", [API], ids=["keys"])
 @pytest.mark.parametrize("case, change, status, words", BAD, ids=[b[0] for b in BAD])
 async def test_refused_and_nothing_stored(chat: Chat, case: str, change: dict[str, Any],
@@ -167,6 +170,7 @@ async def test_refused_and_nothing_stored(chat: Chat, case: str, change: dict[st
     assert (await api_post(chat, {"body": "works"})).status == 201
 
 
+@one_store
 async def test_no_keys_configured_means_every_request_is_401(chat: Chat) -> None:
     for key in (None, "anything", ""):
         response = await api_post(chat, key=key)
@@ -176,6 +180,7 @@ async def test_no_keys_configured_means_every_request_is_401(chat: Chat) -> None
     assert await stored(chat) == []
 
 
+@one_store
 @pytest.mark.parametrize("settings", [API], ids=["keys"])
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
 async def test_other_methods_and_routes_are_json_errors(chat: Chat, method: str) -> None:
@@ -187,6 +192,7 @@ async def test_other_methods_and_routes_are_json_errors(chat: Chat, method: str)
     assert (await response.json()) == {"error": "no such endpoint: /api/nothing"}
 
 
+@one_store
 @pytest.mark.parametrize("settings", [API], ids=["keys"])
 @pytest.mark.parametrize("path", ["/api/../a/message/new", "/api/%2e%2e/a/message/new",
                                   "/api/rooms/..%2f..%2fa%2fmessage/new"])
@@ -207,6 +213,7 @@ LIMITED = with_settings(api_keys=KEYS, api_post_rate=0.5, api_post_burst=2, post
                         post_burst=1)
 
 
+@one_store
 @pytest.mark.fake_clock
 @pytest.mark.parametrize("settings", [LIMITED], ids=["burst-2"])
 async def test_rate_limit_counts_per_key(chat: Chat, caplog: pytest.LogCaptureFixture) -> None:

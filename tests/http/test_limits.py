@@ -17,6 +17,13 @@ PROXIED = with_settings(post_rate=0.5, post_burst=20, max_client_connections=3, 
                         trusted_proxies=("127.0.0.1",))
 
 
+@pytest.fixture
+def store_url() -> str:
+    """The limits count requests and connections, not messages stored: one store for this module
+    (conftest runs the store's own tests on each)."""
+    return "memory"
+
+
 def as_client(address: str) -> dict[str, str]:
     return {"X-Forwarded-For": address}
 

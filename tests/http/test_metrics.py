@@ -9,6 +9,13 @@ import pytest
 from ..support import Chat, FakeClock, with_settings
 
 
+@pytest.fixture
+def store_url() -> str:
+    """The metrics' names, format and cache are the web layer's: one store for this module
+    (conftest runs the store's own tests on each)."""
+    return "memory"
+
+
 async def test_metric_names_and_types(chat: Chat) -> None:
     response = await chat.client.get("/metrics")
     assert response.status == 200
@@ -41,7 +48,6 @@ async def test_values_follow_traffic(chat: Chat) -> None:
 
 
 @pytest.mark.fake_clock
-@pytest.mark.parametrize("store_url", ["memory"])
 @pytest.mark.parametrize("settings", [with_settings(metrics_cache=2.0)], ids=["cache-2s"])
 async def test_the_text_is_made_again_once_it_is_the_cache_age_old(chat: Chat,
                                                                    clock: FakeClock) -> None:

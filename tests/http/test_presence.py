@@ -14,7 +14,7 @@ import pytest
 
 from chat.feed import Feed
 
-from ..support import XSRF, Chat, FakeClock, SSEStream, parse_frame, until, with_settings
+from ..support import XSRF, Chat, FakeClock, SSEStream, one_store, parse_frame, until, with_settings
 
 QUICK = with_settings(presence_grace=0.6)
 
@@ -103,6 +103,7 @@ async def test_presence_frames_never_move_the_cursor(chat: Chat) -> None:
         assert [m["id"] for m in await again.messages(1)] == [second["id"]]
 
 
+@one_store
 @pytest.mark.parametrize("name", ["a\nb", "x" * 65], ids=["newline", "too-long"])
 async def test_a_bad_name_is_400_before_the_stream_opens(chat: Chat, name: str) -> None:
     response = await chat.client.get("/a/message/stream", params={"name": name})
@@ -130,6 +131,7 @@ async def test_typing_is_relayed_once_per_interval_without_an_id(chat: Chat) -> 
         assert nxt.startswith(b"id: ")
 
 
+@one_store
 async def test_typing_needs_a_name_and_the_xsrf_token(chat: Chat) -> None:
     assert (await chat.client.post("/a/typing", data={"_xsrf": XSRF})).status == 400
     chat.client.session.cookie_jar.clear()

@@ -9,7 +9,15 @@ import pytest
 
 from chat.web.stream import opening
 
-from ..support import Chat, future_cursor, parse_frame, with_settings, wrong_shape_cursor, zero_cursor
+from ..support import (
+    Chat,
+    future_cursor,
+    one_store,
+    parse_frame,
+    with_settings,
+    wrong_shape_cursor,
+    zero_cursor,
+)
 
 OPENING = b"retry: 1000\n: stream open\n\n"
 
@@ -25,6 +33,7 @@ async def test_headers_and_opening_bytes(chat: Chat) -> None:
         assert await s.read_bytes(len(OPENING)) == OPENING
 
 
+@one_store
 async def test_never_compressed_even_when_asked(chat: Chat) -> None:
     async with chat.stream(headers={"Accept-Encoding": "gzip, deflate, br"}) as s:
         assert s.response is not None
@@ -222,6 +231,7 @@ async def test_rooms_are_separate(chat: Chat) -> None:
         assert (await s.read_event())["id"] == mine["id"]
 
 
+@one_store
 async def test_invalid_room_is_404_json(chat: Chat) -> None:
     response = await chat.client.get("/a/message/stream", params={"room": "no/pe"})
     assert response.status == 404
@@ -251,6 +261,7 @@ async def test_live_messages_in_order_once(chat: Chat) -> None:
         assert [m["id"] for m in await s.messages(50)] == posted
 
 
+@one_store
 @pytest.mark.parametrize("raw", [b"a\x00b", b"a\rb", b"a\nevent: evil"], ids=["nul", "cr", "lf"])
 async def test_control_characters_in_last_event_id_header_are_refused_by_http(
         chat: Chat, raw: bytes) -> None:

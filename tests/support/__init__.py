@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
@@ -39,6 +40,12 @@ TEST_SETTINGS = Settings(port=0, poll_timeout=2.0, ping_interval=30.0, retry_ms=
                          metrics_cache=0.0)  # tests read gauges as they change
 NO_LIMITS = ("--post-rate", "0", "--max-client-connections", "0", "--max-clients", "0",
              "--request-rate", "0", "--max-address-connections", "0")
+
+
+# What runs an app-level test that does not involve the store's behaviour (forms, XSRF, limits,
+# escaping, errors, the metrics format...): one store. Every other app-level test runs on each
+# store (conftest's ``store_url``). A whole module says so with a ``store_url`` fixture of its own.
+one_store = pytest.mark.parametrize("store_url", ["memory"])
 
 
 def wire_json(value: Any) -> bytes:
