@@ -37,8 +37,8 @@ test: install lint typecheck
 # The property and fuzz tests of make test, with FUZZ_EXAMPLES examples each and a random seed
 # (a failure prints how to reproduce it); no per-test timeout.
 fuzz: install
-	CHAT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/test_properties.py \
-		tests/test_fuzz_http.py --timeout=0 --hypothesis-show-statistics $(PYTEST_ARGS)
+	CHAT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/http/test_properties.py \
+		tests/system/test_fuzz_http.py --timeout=0 --hypothesis-show-statistics $(PYTEST_ARGS)
 
 # 1,000 clients churning for SOAK_SECONDS against python -m chat; exits 1 on any failed check.
 soak: install
