@@ -6,6 +6,8 @@ Like every app test these run on each store (conftest's ``store_url``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from typing import Any
@@ -15,8 +17,6 @@ import pytest
 from chat.feed import Feed
 
 from ..support import XSRF, Chat, FakeClock, SSEStream, one_store, parse_frame, until, with_settings
-
-QUICK = with_settings(presence_grace=0.6)
 
 
 async def roster(chat: Chat, room: str = "main") -> dict[str, Any]:
@@ -36,17 +36,28 @@ async def presence_frames(s: SSEStream, timeout: float = 5.0) -> dict[str, Any]:
             return data
 
 
-@pytest.mark.parametrize("settings", [QUICK], ids=["grace-0.6"])
-async def test_members_join_are_listed_and_leave_after_the_grace(chat: Chat) -> None:
+@pytest.mark.fake_clock
+async def test_members_join_are_listed_and_leave_after_the_grace(chat: Chat, feed: Feed,
+                                                                 clock: FakeClock) -> None:
+    """On a fake clock (the grace is 15 s), the once-a-second round run by the test."""
     async with chat.stream(name="alice", control=True) as alice:
         assert await presence_frames(alice) == {"count": 1, "members": ["alice"]}
         async with chat.stream(name="bob", control=True):
+            await feed.rooms.round()
             assert await presence_frames(alice) == {"count": 2, "members": ["alice", "bob"]}
             assert await roster(chat) == {"count": 2, "members": ["alice", "bob"]}
         # Bob left: still listed within the grace, gone after it.
+        await chat.until_metric("chat_stream_clients", 1)
+        clock.advance(14.9)
+        await feed.rooms.round()
         assert await roster(chat) == {"count": 2, "members": ["alice", "bob"]}
+        clock.advance(0.1)
+        await feed.rooms.round()
         assert await presence_frames(alice) == {"count": 1, "members": ["alice"]}
-    await until(lambda: roster(chat), {"count": 0, "members": []})
+    await chat.until_metric("chat_stream_clients", 0)
+    clock.advance(15)
+    await feed.rooms.round()
+    assert await roster(chat) == {"count": 0, "members": []}
 
 
 @pytest.mark.fake_clock
@@ -56,6 +67,7 @@ async def test_a_reload_within_the_grace_is_no_leave(chat: Chat, feed: Feed,
     async with chat.stream(name="watcher", control=True) as watcher:
         await presence_frames(watcher)
         async with chat.stream(name="bob"):
+            await feed.rooms.round()
             assert (await presence_frames(watcher))["members"] == ["bob", "watcher"]
         await chat.until_metric("chat_stream_clients", 1)  # bob's first connection is gone
         clock.advance(1.0)
@@ -80,17 +92,19 @@ async def test_unnamed_streams_and_polls_are_counted_not_listed(chat: Chat) -> N
 
 
 async def test_a_waiting_long_poll_is_present(chat: Chat) -> None:
-    import asyncio
     poll = asyncio.create_task(chat.poll(cursor="zz-1", name="poller", room="quiet"))
     await until(lambda: roster(chat, "quiet"), {"count": 1, "members": ["poller"]})
-    await poll
+    poll.cancel()  # the poll's own end (a timeout) is tests/http/test_longpoll.py's
+    with contextlib.suppress(asyncio.CancelledError):
+        await poll
 
 
-async def test_presence_frames_never_move_the_cursor(chat: Chat) -> None:
+async def test_presence_frames_never_move_the_cursor(chat: Chat, feed: Feed) -> None:
     first = await chat.post("one")
     async with chat.stream(name="a", last_event_id=first["id"], control=True) as s:
         frames = [await s.read_frame()]  # the opening
         async with chat.stream(name="b"):
+            await feed.rooms.round()
             frames.append(await s.read_frame())  # who is here: a
             frames.append(await s.read_frame())  # who is here: a and b
         assert [f.split(b"\n", 1)[0] for f in frames[1:]] == [b"event: presence"] * 2, frames
