@@ -38,7 +38,7 @@ test: install lint typecheck
 # (a failure prints how to reproduce it); no per-test timeout.
 fuzz: install
 	CHAT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -m "not browser" -k \
-		"properties or fuzz or urlencoded or xsrf_cookie" tests --timeout=0 \
+		"properties or fuzz or test_forms or xsrf" tests --timeout=0 \
 		--hypothesis-show-statistics $(PYTEST_ARGS)
 
 # 1,000 clients churning for SOAK_SECONDS against python -m chat; exits 1 on any failed check.

@@ -97,7 +97,7 @@ class Rooms:
 
     async def round(self) -> None:
         self._dirty |= self.local.sweep()
-        now = time.monotonic()
+        now = self.local.clock()
         renew = now - self._renewed >= self.renew
         if renew:
             self._renewed = now

@@ -3,14 +3,17 @@
 Every test that uses ``app`` (so ``client``, ``chat``, ``feed``) runs once per store: the
 memory store, the SQLite store on a file of the test's own, and the Redis store on a real
 redis-server that the session starts on a free port. Without redis-server the Redis runs are
-skipped, unless CHAT_REQUIRE_REDIS=1 (CI).
+skipped, unless CHAT_REQUIRE_REDIS=1 (CI). A test that does not involve the store's behaviour
+(forms, XSRF, limits, escaping, errors, the metrics format) runs on the memory store only:
+``@one_store`` (tests/support), or a module's own ``store_url`` fixture.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ from chat.settings import Settings
 from chat.web.app import create_app
 from chat.web.keys import feed_key
 
-from .support import FUZZ_EXAMPLES, TEST_SETTINGS, XSRF, Chat, sqlite_url
+from .support import FUZZ_EXAMPLES, TEST_SETTINGS, XSRF, Chat, FakeClock, sqlite_url
 from .support.servers import REDIS_SERVER, RedisServer
 
 # Property and fuzz tests (hypothesis). In make test: a fixed seed (derandomize) and each test's
@@ -85,8 +88,15 @@ def settings() -> Settings:
 
 
 @pytest.fixture
-async def app(settings: Settings, store_url: str) -> web.Application:
-    return create_app(dataclasses.replace(settings, store=store_url))
+def clock(request: pytest.FixtureRequest) -> Callable[[], float]:
+    """The app's clock (limits, the metrics cache, presence): the real one, or a FakeClock that
+    moves only when the test says (``@pytest.mark.fake_clock``)."""
+    return FakeClock() if request.node.get_closest_marker("fake_clock") else time.monotonic
+
+
+@pytest.fixture
+async def app(settings: Settings, store_url: str, clock: Callable[[], float]) -> web.Application:
+    return create_app(dataclasses.replace(settings, store=store_url), clock=clock)
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -16,13 +17,14 @@ from ..settings import Settings, sqlite_path
 from ..stores.base import Store
 from ..stores.memory import MemoryStore
 from . import errors, limits, replies, xsrf
-from .keys import feed_key, limits_key, metrics_key, settings_key, tokens_key
+from .keys import clock_key, feed_key, limits_key, metrics_key, settings_key, tokens_key
 from .metrics import Metrics
 from .routes import setup_routes
 from .templating import message_renderer, setup_templating
 
 
-def create_app(settings: Settings | None = None) -> web.Application:
+def create_app(settings: Settings | None = None, *,
+               clock: Callable[[], float] = time.monotonic) -> web.Application:
     settings = settings or Settings()
     app = web.Application(
         client_max_size=settings.max_request,
@@ -31,8 +33,9 @@ def create_app(settings: Settings | None = None) -> web.Application:
         middlewares=[replies.deliver, errors.json_errors, limits.apply_limits, xsrf.check_xsrf],
     )
     app[settings_key] = settings
-    app[limits_key] = limits.Limits(settings)
-    app[metrics_key] = Metrics(app[limits_key], max_age=settings.metrics_cache)
+    app[clock_key] = clock
+    app[limits_key] = limits.Limits(settings, clock)
+    app[metrics_key] = Metrics(app[limits_key], max_age=settings.metrics_cache, clock=clock)
     app[tokens_key] = xsrf.Tokens()
     setup_templating(app, settings)
     setup_routes(app, settings)
@@ -66,7 +69,8 @@ async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
                       authoritative=settings.store == "memory", watched=hub.watching)
     store = open_store(settings, history, app)
     rooms = Rooms(store, hub, grace=settings.presence_grace, max_names=settings.max_presence,
-                  typing_seconds=settings.typing_seconds, renew=settings.presence_renew)
+                  typing_seconds=settings.typing_seconds, renew=settings.presence_renew,
+                  clock=app[clock_key])
     feed = Feed(store, history, hub, rooms, page_size=settings.history,
                 max_reply_bytes=settings.max_reply_bytes)
     await store.open(feed)  # first: if it raises, nothing below needs undoing

@@ -12,6 +12,8 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..feed import Feed
     from ..settings import Settings
     from .limits import Limits
@@ -23,6 +25,8 @@ feed_key: web.AppKey[Feed] = web.AppKey("feed_key")
 metrics_key: web.AppKey[Metrics] = web.AppKey("metrics_key")
 limits_key: web.AppKey[Limits] = web.AppKey("limits_key")
 tokens_key: web.AppKey[Tokens] = web.AppKey("tokens_key")
+# The clock of the limits, the metrics cache and presence (monotonic seconds; tests pass a fake).
+clock_key: web.AppKey[Callable[[], float]] = web.AppKey("clock_key")
 
 # The request's parsed form: read once, by the XSRF check or the handler, whichever comes first.
 form_key: web.RequestKey[MultiDictProxy[str]] = web.RequestKey("form_key")

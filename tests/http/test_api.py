@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -18,7 +15,7 @@ import pytest
 from chat.settings import Settings
 from chat.web.api import match_key
 
-from ..support import XSRF, Chat, ServerProcess, with_settings
+from ..support import XSRF, Chat, ServerProcess, one_store, run_chat, with_settings
 
 KEYS = ("key-one-aaaaaaaaaaaa", "key-two-bbbbbbbbbbbb")
 API = with_settings(api_keys=KEYS, max_body=10, max_name=5, max_request=4096)
@@ -63,6 +60,7 @@ def _time(html: str) -> str:
     return html[html.index("<time"):]
 
 
+@one_store
 @pytest.mark.parametrize("settings", [API], ids=["keys"])
 async def test_name_may_be_left_out_or_null(chat: Chat) -> None:
     for payload in ({"body": "a"}, {"body": "b", "name": None}, {"body": "c", "name": "  "}):
@@ -71,6 +69,7 @@ async def test_name_may_be_left_out_or_null(chat: Chat) -> None:
         assert (await response.json())["name"] is None
 
 
+@one_store
 @pytest.mark.parametrize("settings", [API], ids=["keys"])
 @pytest.mark.parametrize("value", ["a", "A-z_09", "k" * 64])
 async def test_a_valid_idempotency_key_is_accepted(chat: Chat, value: str) -> None:
@@ -139,6 +138,7 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
         yield data[i:i + 1000]
 
 
+@one_store
 @pytest.mark.parametrize("settings", [API], ids=["keys"])
 @pytest.mark.parametrize("case, change, status, words", BAD, ids=[b[0] for b in BAD])
 async def test_refused_and_nothing_stored(chat: Chat, case: str, change: dict[str, Any],
@@ -170,6 +170,7 @@ async def test_refused_and_nothing_stored(chat: Chat, case: str, change: dict[st
     assert (await api_post(chat, {"body": "works"})).status == 201
 
 
+@one_store
 async def test_no_keys_configured_means_every_request_is_401(chat: Chat) -> None:
     for key in (None, "anything", ""):
         response = await api_post(chat, key=key)
@@ -179,6 +180,7 @@ async def test_no_keys_configured_means_every_request_is_401(chat: Chat) -> None
     assert await stored(chat) == []
 
 
+@one_store
 @pytest.mark.parametrize("settings", [API], ids=["keys"])
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
 async def test_other_methods_and_routes_are_json_errors(chat: Chat, method: str) -> None:
@@ -190,6 +192,7 @@ async def test_other_methods_and_routes_are_json_errors(chat: Chat, method: str)
     assert (await response.json()) == {"error": "no such endpoint: /api/nothing"}
 
 
+@one_store
 @pytest.mark.parametrize("settings", [API], ids=["keys"])
 @pytest.mark.parametrize("path", ["/api/../a/message/new", "/api/%2e%2e/a/message/new",
                                   "/api/rooms/..%2f..%2fa%2fmessage/new"])
@@ -210,6 +213,8 @@ LIMITED = with_settings(api_keys=KEYS, api_post_rate=0.5, api_post_burst=2, post
                         post_burst=1)
 
 
+@one_store
+@pytest.mark.fake_clock
 @pytest.mark.parametrize("settings", [LIMITED], ids=["burst-2"])
 async def test_rate_limit_counts_per_key(chat: Chat, caplog: pytest.LogCaptureFixture) -> None:
     for i in range(2):
@@ -218,7 +223,7 @@ async def test_rate_limit_counts_per_key(chat: Chat, caplog: pytest.LogCaptureFi
         response = await api_post(chat, {"body": "the third"})
     assert response.status == 429
     wait = int(response.headers["Retry-After"])
-    assert 1 <= wait <= 2  # 0.5 posts/s: the next token is at most 2 s away
+    assert wait == 2  # 0.5 posts/s, and no time passed (a fake clock): the next token is 2 s away
     assert (await response.json()) == {"error": f"too many messages for this API key; wait {wait} s"}
     assert "event=refused reason=api_posts client=api-key-1" in caplog.text
     assert KEYS[0] not in caplog.text
@@ -284,8 +289,7 @@ def test_a_key_never_appears_in_the_log(how: str) -> None:
 def test_a_bad_key_setting_is_one_line_that_does_not_echo_it() -> None:
     for args, env in ((["--api-keys", "good-key,bad key!"], {}),
                       ([], {"CHAT_API_KEYS": "good-key,bad key!"})):
-        result = subprocess.run([sys.executable, "-m", "chat", *args], capture_output=True,
-                                text=True, timeout=30, env={**os.environ, **env})
+        result = run_chat(*args, env=env)
         assert result.returncode == 2
         lines = result.stderr.splitlines()
         assert len(lines) == 1 and "API key 2 of 2" in lines[0], result.stderr
@@ -293,8 +297,7 @@ def test_a_bad_key_setting_is_one_line_that_does_not_echo_it() -> None:
 
 
 def test_help_lists_the_api_options() -> None:
-    result = subprocess.run([sys.executable, "-m", "chat", "--help"], capture_output=True,
-                            text=True, timeout=30)
+    result = run_chat("--help")
     for option in ("--api-keys", "--api-post-rate", "--api-post-burst", "CHAT_API_KEYS"):
         assert option in result.stdout
     assert json.dumps(list(KEYS)) not in result.stdout

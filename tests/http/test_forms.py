@@ -11,6 +11,13 @@ from ..support import XSRF, Chat
 URLENCODED = "application/x-www-form-urlencoded"
 
 
+@pytest.fixture
+def store_url() -> str:
+    """Forms are judged and parsed before a store is asked: one store for this module (conftest
+    runs the store's own tests on each)."""
+    return "memory"
+
+
 def _multipart(part_headers: str, value: bytes, boundary: str = "b0und",
                name: str = "body") -> tuple[str, bytes]:
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n{part_headers}"

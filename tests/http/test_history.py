@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ..support import Chat, future_cursor, with_settings, wrong_shape_cursor, zero_cursor
+from ..support import Chat, future_cursor, one_store, with_settings, wrong_shape_cursor, zero_cursor
 
 
 async def _history(chat: Chat, status: int = 200, **query: str) -> dict[str, Any]:
@@ -88,6 +88,7 @@ async def test_limit_bounds_are_accepted(chat: Chat, value: str) -> None:
     assert page == {"messages": posted[-int(value):], "more": value == "1"}
 
 
+@one_store
 @pytest.mark.parametrize("value", ["0", "201", "-1", "abc", "1.5", " 5", "٣", "99999999999999999999"])
 async def test_a_bad_limit_is_a_400_and_says_why(chat: Chat, value: str) -> None:
     await _post(chat, 1)
@@ -118,6 +119,7 @@ async def test_rooms_are_apart_and_an_invalid_room_is_a_404(chat: Chat) -> None:
     assert "invalid room name" in error["error"]
 
 
+@one_store
 async def test_only_get_is_allowed(chat: Chat) -> None:
     response = await chat.client.post("/a/message/history")
     assert response.status == 405

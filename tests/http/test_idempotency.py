@@ -17,7 +17,7 @@ from chat.feed import Feed
 from chat.settings import Settings
 from chat.web.app import create_app
 
-from ..support import XSRF, Chat, with_settings
+from ..support import XSRF, Chat, one_store, with_settings
 
 KEYS = with_settings(api_keys=("k-1",))
 API = {"Authorization": "Bearer k-1"}
@@ -51,6 +51,7 @@ async def test_a_key_is_per_room_and_no_key_is_no_key(chat: Chat) -> None:
     assert [m["body"] for m in await chat.history("a")] == ["hi", "same", "same"]
 
 
+@one_store
 @pytest.mark.parametrize("key", ["", "a" * 65, "sp ace", "dot.", "é", "a\nb"],
                          ids=["empty-is-none", "65", "space", "dot", "accent", "newline"])
 async def test_a_client_key_must_be_1_to_64_of_the_id_alphabet(chat: Chat, key: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from chat.web.keys import feed_key
 
-from ..support import XSRF, Chat, future_cursor, with_settings
+from ..support import XSRF, Chat, future_cursor, one_store, with_settings
 
 
 async def _three(chat: Chat) -> list[dict[str, Any]]:
@@ -108,12 +108,14 @@ async def test_disconnect_leaves_no_waiter(chat: Chat) -> None:
     assert not hub.watching("main")  # no waiter set left behind either
 
 
+@one_store
 async def test_invalid_room_is_404(chat: Chat) -> None:
     response = await chat.client.post("/a/message/updates", data={"_xsrf": XSRF, "room": "a b"})
     assert response.status == 404
     assert "invalid room" in (await response.json())["error"]
 
 
+@one_store
 async def test_missing_xsrf_is_403(chat: Chat) -> None:
     response = await chat.client.post("/a/message/updates", data={"cursor": ""})
     assert response.status == 403

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-from ..support import Chat
+import pytest
+
+from ..support import Chat, FakeClock, with_settings
+
+
+@pytest.fixture
+def store_url() -> str:
+    """The metrics' names, format and cache are the web layer's: one store for this module
+    (conftest runs the store's own tests on each)."""
+    return "memory"
 
 
 async def test_metric_names_and_types(chat: Chat) -> None:
@@ -36,6 +45,21 @@ async def test_values_follow_traffic(chat: Chat) -> None:
     assert await chat.metric("chat_deliveries_total") == 3
     await chat.until_metric("chat_stream_clients", 0)
     assert await chat.metric("chat_poll_waiters") == 0
+
+
+@pytest.mark.fake_clock
+@pytest.mark.parametrize("settings", [with_settings(metrics_cache=2.0)], ids=["cache-2s"])
+async def test_the_text_is_made_again_once_it_is_the_cache_age_old(chat: Chat,
+                                                                   clock: FakeClock) -> None:
+    assert await chat.metric("chat_messages_published_total") == 0
+    await chat.post("one")
+    assert await chat.metric("chat_messages_published_total") == 0  # the text made before it
+    clock.advance(1.5)
+    assert await chat.metric("chat_messages_published_total") == 0
+    clock.advance(0.5)
+    assert await chat.metric("chat_messages_published_total") == 1  # 2 s old: made again
+    await chat.post("two")
+    assert await chat.metric("chat_messages_published_total") == 1
 
 
 async def test_healthz(chat: Chat) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from ..support import XSRF, Chat, with_settings
+from ..support import XSRF, Chat, one_store, with_settings
 
 
 def cursor_of(page: str) -> str:
@@ -55,6 +55,7 @@ async def test_page_renders_the_buffer_in_order(chat: Chat) -> None:
     assert cursor_of(page) == posted[-1]["id"]
 
 
+@one_store
 @pytest.mark.parametrize("path", ["/rooms/no%20pe", "/rooms/" + "r" * 65, "/rooms/a.b",
                                   "/rooms/", "/nothing"])
 async def test_invalid_room_or_path_is_404(chat: Chat, path: str) -> None:
@@ -63,6 +64,7 @@ async def test_invalid_room_or_path_is_404(chat: Chat, path: str) -> None:
     assert "error" not in (await response.text())[:20]  # pages are not JSON
 
 
+@one_store
 async def test_sets_xsrf_cookie_when_absent_and_keeps_it(client: TestClient[Any, Any]) -> None:
     client.session.cookie_jar.clear()
     response = await client.get("/")
@@ -80,11 +82,13 @@ async def test_sets_xsrf_cookie_when_absent_and_keeps_it(client: TestClient[Any,
     assert posted.status == 200
 
 
+@one_store
 async def test_existing_cookie_is_reused_in_the_form(chat: Chat) -> None:
     page = await (await chat.client.get("/")).text()
     assert f'name="_xsrf" value="{XSRF}"' in page
 
 
+@one_store
 @pytest.mark.parametrize("planted", ["test-token", XSRF[:-1] + "A", "x" * 48, "\xff"],
                          ids=["chosen", "bad-mac", "shape-only", "not-ascii"])
 async def test_a_cookie_this_server_did_not_make_is_replaced(client: TestClient[Any, Any],
@@ -96,6 +100,7 @@ async def test_a_cookie_this_server_did_not_make_is_replaced(client: TestClient[
     assert fresh != planted and f'name="_xsrf" value="{fresh}"' in await response.text()
 
 
+@one_store
 async def test_security_headers(chat: Chat) -> None:
     response = await chat.client.get("/")
     csp = response.headers["Content-Security-Policy"]
@@ -104,12 +109,14 @@ async def test_security_headers(chat: Chat) -> None:
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
+@one_store
 async def test_static_assets_served(chat: Chat) -> None:
     for name, kind in [("chat.js", "javascript"), ("chat.css", "text/css")]:
         response = await chat.client.get(f"/static/{name}")
         assert response.status == 200 and kind in response.content_type
 
 
+@one_store
 async def test_no_js_post_redirects_back_and_shows_message(chat: Chat) -> None:
     response = await chat.client.post("/a/message/new", data={
         "_xsrf": XSRF, "room": "lobby", "body": "sent without script", "next": "/rooms/lobby"})

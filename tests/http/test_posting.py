@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp import FormData
 
-from ..support import XSRF, Chat, position, with_settings
+from ..support import XSRF, Chat, one_store, position, with_settings
 
 
 async def test_message_json_shape(chat: Chat) -> None:
@@ -45,6 +45,7 @@ async def test_missing_name_is_null(chat: Chat) -> None:
     assert (await chat.post("x", name="   "))["name"] is None
 
 
+@one_store
 async def test_multipart_form_is_accepted(chat: Chat) -> None:
     form = FormData({"body": "via multipart", "_xsrf": XSRF})
     form.add_field("room", "mp")
@@ -54,12 +55,14 @@ async def test_multipart_form_is_accepted(chat: Chat) -> None:
     assert (await response.json())["body"] == "via multipart"
 
 
+@one_store
 async def test_xsrf_header_accepted_instead_of_field(chat: Chat) -> None:
     response = await chat.client.post("/a/message/new", data={"body": "hdr"},
                                       headers={"X-XSRFToken": XSRF})
     assert response.status == 200
 
 
+@one_store
 @pytest.mark.parametrize("next_path", ["/", "/rooms/main", "/rooms/a-b_c?x=1#m1", "/%2F%2Fevil"])
 async def test_next_redirects_to_same_origin_path(chat: Chat, next_path: str) -> None:
     response = await chat.post_raw("no js", next=next_path)
@@ -100,6 +103,7 @@ BAD: list[tuple[str, dict[str, Any], int, str]] = [
 ]
 
 
+@one_store
 @pytest.mark.parametrize("settings", [LIMITS], ids=["limits"])
 @pytest.mark.parametrize("case, change, status, words", BAD, ids=[b[0] for b in BAD])
 async def test_bad_input(chat: Chat, case: str, change: dict[str, Any], status: int,
@@ -131,6 +135,7 @@ async def test_bad_input(chat: Chat, case: str, change: dict[str, Any], status: 
     assert (await chat.post("works"))["body"] == "works"
 
 
+@one_store
 @pytest.mark.parametrize("settings", [LIMITS], ids=["limits"])
 async def test_limits_at_their_edges(chat: Chat) -> None:
     assert (await chat.post("x" * 10, name="abcde", room="r" * 64))["body"] == "x" * 10
@@ -144,6 +149,7 @@ async def test_limits_at_their_edges(chat: Chat) -> None:
     assert over.status == 413
 
 
+@one_store
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
 async def test_wrong_method_is_405_json(chat: Chat, method: str) -> None:
     response = await chat.client.request(method, "/a/message/new")
@@ -152,12 +158,14 @@ async def test_wrong_method_is_405_json(chat: Chat, method: str) -> None:
     assert "not allowed" in (await response.json())["error"]
 
 
+@one_store
 async def test_unknown_api_route_is_404_json(chat: Chat) -> None:
     response = await chat.client.post("/a/nothing", data=OK)
     assert response.status == 404
     assert (await response.json()) == {"error": "no such endpoint: /a/nothing"}
 
 
+@one_store
 async def test_html_body_is_escaped_on_the_page(chat: Chat) -> None:
     await chat.post("<img src=x onerror=alert(1)>")
     page = await (await chat.client.get("/")).text()

@@ -6,15 +6,17 @@ Like every app test these run on each store (conftest's ``store_url``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from typing import Any
 
 import pytest
 
-from ..support import XSRF, Chat, SSEStream, until, with_settings
+from chat.feed import Feed
 
-QUICK = with_settings(presence_grace=0.6)
+from ..support import XSRF, Chat, FakeClock, SSEStream, one_store, parse_frame, until, with_settings
 
 
 async def roster(chat: Chat, room: str = "main") -> dict[str, Any]:
@@ -34,34 +36,54 @@ async def presence_frames(s: SSEStream, timeout: float = 5.0) -> dict[str, Any]:
             return data
 
 
-@pytest.mark.parametrize("settings", [QUICK], ids=["grace-0.6"])
-async def test_members_join_are_listed_and_leave_after_the_grace(chat: Chat) -> None:
+@pytest.mark.fake_clock
+async def test_members_join_are_listed_and_leave_after_the_grace(chat: Chat, feed: Feed,
+                                                                 clock: FakeClock) -> None:
+    """On a fake clock (the grace is 15 s), the once-a-second round run by the test."""
     async with chat.stream(name="alice", control=True) as alice:
         assert await presence_frames(alice) == {"count": 1, "members": ["alice"]}
         async with chat.stream(name="bob", control=True):
+            await feed.rooms.round()
             assert await presence_frames(alice) == {"count": 2, "members": ["alice", "bob"]}
             assert await roster(chat) == {"count": 2, "members": ["alice", "bob"]}
         # Bob left: still listed within the grace, gone after it.
+        await chat.until_metric("chat_stream_clients", 1)
+        clock.advance(14.9)
+        await feed.rooms.round()
         assert await roster(chat) == {"count": 2, "members": ["alice", "bob"]}
+        clock.advance(0.1)
+        await feed.rooms.round()
         assert await presence_frames(alice) == {"count": 1, "members": ["alice"]}
-    await until(lambda: roster(chat), {"count": 0, "members": []})
+    await chat.until_metric("chat_stream_clients", 0)
+    clock.advance(15)
+    await feed.rooms.round()
+    assert await roster(chat) == {"count": 0, "members": []}
 
 
+@pytest.mark.fake_clock
 @pytest.mark.parametrize("settings", [with_settings(presence_grace=2.0)], ids=["grace-2"])
-async def test_a_reload_within_the_grace_is_no_leave(chat: Chat) -> None:
+async def test_a_reload_within_the_grace_is_no_leave(chat: Chat, feed: Feed,
+                                                     clock: FakeClock) -> None:
     async with chat.stream(name="watcher", control=True) as watcher:
         await presence_frames(watcher)
         async with chat.stream(name="bob"):
+            await feed.rooms.round()
             assert (await presence_frames(watcher))["members"] == ["bob", "watcher"]
-        async with chat.stream(name="bob") as back:  # the reload
+        await chat.until_metric("chat_stream_clients", 1)  # bob's first connection is gone
+        clock.advance(1.0)
+        await feed.rooms.round()  # what the once-a-second round does
+        assert await roster(chat) == {"count": 2, "members": ["bob", "watcher"]}  # in his grace
+        async with chat.stream(name="bob") as back:  # the reload, within the grace
             await back.read_bytes(1)
-            deadline = time.monotonic() + 2.5
-            while time.monotonic() < deadline:  # no frame ever drops bob
-                try:
-                    frame = await presence_frames(watcher, timeout=0.5)
-                except TimeoutError:
-                    continue
-                assert "bob" in frame["members"]
+            clock.advance(1.5)  # the first connection's grace is over
+            await feed.rooms.round()
+            assert await roster(chat) == {"count": 2, "members": ["bob", "watcher"]}
+            posted = await chat.post("after the grace")
+            # No frame up to that message ever said bob left.
+            while not (frame := await watcher.read_frame()).startswith(b"id: "):
+                if frame.startswith(b"event: presence\n"):
+                    assert "bob" in json.loads(frame.split(b"data: ", 1)[1])["members"], frame
+            assert parse_frame(frame)["id"] == posted["id"]
 
 
 async def test_unnamed_streams_and_polls_are_counted_not_listed(chat: Chat) -> None:
@@ -70,26 +92,32 @@ async def test_unnamed_streams_and_polls_are_counted_not_listed(chat: Chat) -> N
 
 
 async def test_a_waiting_long_poll_is_present(chat: Chat) -> None:
-    import asyncio
     poll = asyncio.create_task(chat.poll(cursor="zz-1", name="poller", room="quiet"))
     await until(lambda: roster(chat, "quiet"), {"count": 1, "members": ["poller"]})
-    await poll
+    poll.cancel()  # the poll's own end (a timeout) is tests/http/test_longpoll.py's
+    with contextlib.suppress(asyncio.CancelledError):
+        await poll
 
 
-async def test_presence_frames_never_move_the_cursor(chat: Chat) -> None:
+async def test_presence_frames_never_move_the_cursor(chat: Chat, feed: Feed) -> None:
     first = await chat.post("one")
     async with chat.stream(name="a", last_event_id=first["id"], control=True) as s:
-        frames = [await s.read_frame()]
+        frames = [await s.read_frame()]  # the opening
         async with chat.stream(name="b"):
-            frames.append(await s.read_frame())
-            frames.append(await s.read_frame())
-        assert all(b"\nid: " not in f and not f.startswith(b"id: ") for f in frames[1:])
+            await feed.rooms.round()
+            frames.append(await s.read_frame())  # who is here: a
+            frames.append(await s.read_frame())  # who is here: a and b
+        assert [f.split(b"\n", 1)[0] for f in frames[1:]] == [b"event: presence"] * 2, frames
+        cursor = first["id"]
+        for frame in frames:  # what an EventSource keeps as its last event id
+            cursor = parse_frame(frame).get("id", cursor)
         second = await chat.post("two")
-    # Resuming from the last message id replays exactly what followed it.
-    async with chat.stream(last_event_id=first["id"]) as again:
+    # Resuming from that id replays exactly what followed the last message.
+    async with chat.stream(last_event_id=cursor) as again:
         assert [m["id"] for m in await again.messages(1)] == [second["id"]]
 
 
+@one_store
 @pytest.mark.parametrize("name", ["a\nb", "x" * 65], ids=["newline", "too-long"])
 async def test_a_bad_name_is_400_before_the_stream_opens(chat: Chat, name: str) -> None:
     response = await chat.client.get("/a/message/stream", params={"name": name})
@@ -117,6 +145,7 @@ async def test_typing_is_relayed_once_per_interval_without_an_id(chat: Chat) -> 
         assert nxt.startswith(b"id: ")
 
 
+@one_store
 async def test_typing_needs_a_name_and_the_xsrf_token(chat: Chat) -> None:
     assert (await chat.client.post("/a/typing", data={"_xsrf": XSRF})).status == 400
     chat.client.session.cookie_jar.clear()

@@ -39,6 +39,7 @@ from ..support import (
     Chat,
     examples,
     future_cursor,
+    one_store,
     wire_json,
     with_settings,
     wrong_shape_cursor,
@@ -270,6 +271,7 @@ async def test_any_accepted_text_comes_back_unchanged_in_json_poll_stream_and_pa
         "tags": ["article", "span", "span", "time"], "name": want_name or "anonymous", "body": want_body}}
 
 
+@one_store
 @pytest.mark.parametrize("settings", [SMALL], ids=["small-limits"])
 @budget(max_examples=examples(30))
 @given(before=st.text(max_size=5), surrogate=st.integers(0xD800, 0xDFFF),
@@ -477,6 +479,7 @@ def _encode(text: str, charset: str) -> bytes:
         return text.encode("utf-8", "surrogatepass")
 
 
+@one_store
 @pytest.mark.parametrize("settings", [SMALL], ids=["small-limits"])
 @budget(max_examples=examples(200))
 @given(request=form_requests(), lines=forwarded)

@@ -9,7 +9,15 @@ import pytest
 
 from chat.web.stream import opening
 
-from ..support import Chat, future_cursor, parse_frame, with_settings, wrong_shape_cursor, zero_cursor
+from ..support import (
+    Chat,
+    future_cursor,
+    one_store,
+    parse_frame,
+    with_settings,
+    wrong_shape_cursor,
+    zero_cursor,
+)
 
 OPENING = b"retry: 1000\n: stream open\n\n"
 
@@ -25,6 +33,7 @@ async def test_headers_and_opening_bytes(chat: Chat) -> None:
         assert await s.read_bytes(len(OPENING)) == OPENING
 
 
+@one_store
 async def test_never_compressed_even_when_asked(chat: Chat) -> None:
     async with chat.stream(headers={"Accept-Encoding": "gzip, deflate, br"}) as s:
         assert s.response is not None
@@ -66,14 +75,23 @@ async def test_heartbeat_exact_bytes(chat: Chat) -> None:
         assert await s.read_bytes(8) == b": ping\n\n"
 
 
+@pytest.mark.parametrize("settings", [with_settings(ping_interval=0.05)], ids=["ping-50ms"])
 async def test_heartbeat_does_not_move_cursor(chat: Chat) -> None:
-    """Only message frames and the reset frame carry ``id:``; a ping is a bare comment."""
-    assert b"id:" not in b": ping\n\n"
+    """Only message frames and the reset frame carry ``id:``; a ping is a bare comment, so a
+    client's last event id is still the last message's after any number of pings."""
     first = await chat.post("one")
     async with chat.stream(last_event_id=first["id"]) as s:
         await s.read_bytes(len(OPENING))
+        pings = [await s.read_frame() for _ in range(3)]  # nothing else is sent meanwhile
+        assert pings == [b": ping\n\n"] * 3
+        cursor = first["id"]
+        for frame in pings:  # what an EventSource keeps as its last event id
+            cursor = parse_frame(frame).get("id", cursor)
+        assert cursor == first["id"]
         second = await chat.post("two")
         assert (await s.read_event())["id"] == second["id"]
+    async with chat.stream(last_event_id=cursor) as again:  # a reconnection after the pings
+        assert [m["id"] for m in await again.messages(1)] == [second["id"]]
 
 
 # ---- the resume matrix ----------------------------------------------------------------------
@@ -213,6 +231,7 @@ async def test_rooms_are_separate(chat: Chat) -> None:
         assert (await s.read_event())["id"] == mine["id"]
 
 
+@one_store
 async def test_invalid_room_is_404_json(chat: Chat) -> None:
     response = await chat.client.get("/a/message/stream", params={"room": "no/pe"})
     assert response.status == 404
@@ -242,6 +261,7 @@ async def test_live_messages_in_order_once(chat: Chat) -> None:
         assert [m["id"] for m in await s.messages(50)] == posted
 
 
+@one_store
 @pytest.mark.parametrize("raw", [b"a\x00b", b"a\rb", b"a\nevent: evil"], ids=["nul", "cr", "lf"])
 async def test_control_characters_in_last_event_id_header_are_refused_by_http(
         chat: Chat, raw: bytes) -> None:

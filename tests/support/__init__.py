@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import inspect
 import json
 import os
 import re
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
@@ -39,6 +42,12 @@ NO_LIMITS = ("--post-rate", "0", "--max-client-connections", "0", "--max-clients
              "--request-rate", "0", "--max-address-connections", "0", "--max-address-streams", "0")
 
 
+# What runs an app-level test that does not involve the store's behaviour (forms, XSRF, limits,
+# escaping, errors, the metrics format...): one store. Every other app-level test runs on each
+# store (conftest's ``store_url``). A whole module says so with a ``store_url`` fixture of its own.
+one_store = pytest.mark.parametrize("store_url", ["memory"])
+
+
 def wire_json(value: Any) -> bytes:
     """The contract's JSON: compact UTF-8, with every control character, U+2028 and U+2029
     escaped (an oracle written from the contract, not from chat/)."""
@@ -55,6 +64,20 @@ def sqlite_url(path: Path) -> str:
 def with_settings(**changes: Any) -> Settings:
     """TEST_SETTINGS with some fields changed."""
     return dataclasses.replace(TEST_SETTINGS, **changes)
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told: what a test passes for the app's clock
+    (``create_app(clock=...)``: limits, the metrics cache, presence) or a core object's."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 @dataclasses.dataclass
@@ -223,17 +246,39 @@ def wrong_shape_cursor(message_id: str) -> str:
     return f"{epoch}-1-0"
 
 
+POLL = 0.02  # seconds between two looks of until() and until_sync()
+
+
 async def until(probe: Callable[[], Any], value: Any, timeout: float = 10.0) -> None:
-    """Wait until ``await probe()`` equals ``value``, polling; fail with the last value seen."""
+    """Wait until ``probe()`` equals ``value``, looking every POLL seconds; fail with the last value
+    seen. ``probe`` may be a coroutine function (it is awaited) or a plain one."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        seen = await probe()
+        seen = probe()
+        if inspect.isawaitable(seen):
+            seen = await seen
         if seen == value:
             return
         if loop.time() > deadline:
-            raise AssertionError(f"after {timeout}s still\n  {seen!r}\nexpected\n  {value!r}")
-        await asyncio.sleep(0.02)
+            raise AssertionError(_still(timeout, seen, value))
+        await asyncio.sleep(POLL)
+
+
+def until_sync(probe: Callable[[], Any], value: Any, timeout: float = 10.0) -> None:
+    """``until`` for code without an event loop (a blocking probe: a raw socket, a subprocess)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = probe()
+        if seen == value:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(_still(timeout, seen, value))
+        time.sleep(POLL)
+
+
+def _still(timeout: float, seen: Any, value: Any) -> str:
+    return f"after {timeout}s still\n  {seen!r}\nexpected\n  {value!r}"
 
 
 # What the server logs once it listens: aiohttp's line (one process), gunicorn's (--workers).
@@ -241,7 +286,8 @@ _LISTENING = re.compile(rb"(?:Running on|Listening at:) http://\[?[^\s\]]*\]?:(\
 
 
 class ServerProcess:
-    """A real ``python -m chat``: the production start path.
+    """A real ``python -m chat``: the production start path, and the one way tests start a server
+    process (``run_chat`` runs one that is to exit at once: a refused option, a refused file).
 
     The first start passes ``--port 0``: the server binds a free port itself and logs it, so no
     other process can take the port between choosing and binding it. ``start(port)`` asks for a
@@ -249,9 +295,10 @@ class ServerProcess:
     """
 
     def __init__(self, *args: str, env: dict[str, str] | None = None,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", cwd: Path | None = None) -> None:
         # CHAT_SECRET: XSRF is valid here; env={"CHAT_SECRET": ""} leaves the secret to the store.
         self.args, self.env, self.host = args, {"CHAT_SECRET": TEST_SECRET, **(env or {})}, host
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.log = tempfile.TemporaryFile()
@@ -268,18 +315,28 @@ class ServerProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "chat", "--host", self.host, "--port", str(port),
                  *self.args],
-                stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})})
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                found = _LISTENING.search(self.output().encode())
-                if found:
-                    self.port = int(found.group(1))
-                    return self
-                time.sleep(0.02)
+                stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
+                cwd=self.cwd)
+            with contextlib.suppress(AssertionError):  # judged below, with the log to show
+                until_sync(self._listening_or_gone, True, max(0.0, deadline - time.monotonic()))
+            listening = self._listening()
+            if listening is not None:
+                self.port = listening
+                return self
             busy = "address already in use" in self.output().lower()
             self.stop()
             if not (port and busy and time.monotonic() < deadline):
                 raise RuntimeError(f"python -m chat did not start:\n{self.output()}")
             time.sleep(0.1)  # the port of the last run is still held: try again
+
+    def _listening_or_gone(self) -> bool:
+        assert self.proc is not None
+        return self._listening() is not None or self.proc.poll() is not None
+
+    def _listening(self) -> int | None:
+        """The port the server's log says it listens on, once it says so."""
+        found = _LISTENING.search(self.output().encode())
+        return int(found.group(1)) if found else None
 
     def output(self) -> str:
         self.log.seek(0)
@@ -302,6 +359,14 @@ class ServerProcess:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         self.log.close()
+
+
+def run_chat(*args: str, env: dict[str, str] | None = None,
+             module: str = "chat") -> subprocess.CompletedProcess[str]:
+    """``python -m chat ARGS`` (or another ``module``'s command) run to its end: a command that is
+    to exit at once (--help, a refused option or file). Its output as text."""
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=30)
 
 
 @dataclasses.dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from . import XSRF
+from . import XSRF, until
 
 API_KEY = "test-api-key-0123456789"
 
@@ -66,12 +66,10 @@ class Command:
         return [json.loads(await self.line(timeout)) for _ in range(n)]
 
     async def stderr_until(self, words: str, timeout: float = 10.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while words not in self.errors:
-            if loop.time() > deadline:
-                raise AssertionError(f"{words!r} not on stderr within {timeout}s:\n{self.errors}")
-            await asyncio.sleep(0.02)
+        try:
+            await until(lambda: words in self.errors, True, timeout)
+        except AssertionError:
+            raise AssertionError(f"{words!r} not on stderr within {timeout}s:\n{self.errors}") from None
 
     async def wait(self, timeout: float = 30.0) -> int:
         assert self.proc is not None

@@ -5,17 +5,17 @@ subprocesses are support.ServerProcess.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import aiohttp
 import redis
 from aiohttp import web
 
-from . import free_port
+from . import free_port, until_sync
 
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -52,15 +52,18 @@ class RedisServer:
 
     @staticmethod
     def _ready(proc: subprocess.Popen[bytes], port: int) -> bool:
-        deadline = time.monotonic() + 10
+        """Whether the server on ``port`` answers a PING within 10 s (False once it has exited)."""
         with redis.Redis(port=port, socket_connect_timeout=0.2) as client:
-            while proc.poll() is None and time.monotonic() < deadline:
+
+            def answers() -> bool:
                 try:
-                    if client.ping():
-                        return True
+                    return bool(client.ping())
                 except redis.ConnectionError:
-                    time.sleep(0.02)
-        return False
+                    return False
+
+            with contextlib.suppress(AssertionError):
+                until_sync(lambda: proc.poll() is not None or answers(), True, 10)
+            return proc.poll() is None and answers()
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=5)

@@ -17,6 +17,13 @@ from chat.web.app import create_app
 from ..support import with_settings
 
 
+@pytest.fixture
+def store_url() -> str:
+    """The harness's counting is under test, not the store: one store (conftest runs the store's
+    own tests on each)."""
+    return "memory"
+
+
 def test_account_counts_loss_duplicates_and_order() -> None:
     sent = {b"e-1": (0, 10.0), b"e-2": (1, 11.0), b"e-3": (2, 12.0)}
     arrivals = [

@@ -14,17 +14,11 @@ import pytest
 
 from chat.settings import Settings, env_name, options, parse_settings
 
-from ..support import NO_LIMITS, XSRF, ServerProcess
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-    return subprocess.run([sys.executable, "-m", "chat", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=30)
+from ..support import NO_LIMITS, XSRF, ServerProcess, run_chat, until
 
 
 def test_help_explains_every_option() -> None:
-    result = run("--help")
+    result = run_chat("--help")
     assert result.returncode == 0
     for option, field in options():
         assert option in result.stdout and env_name(field) in result.stdout
@@ -54,7 +48,7 @@ def test_console_script_is_installed() -> None:
         "store-scheme", "sqlite-no-path", "sqlite-sync", "unknown", "env-port", "env-poll"])
 def test_bad_value_is_one_line_naming_the_option(args: list[str], env: dict[str, str],
                                                  words: str) -> None:
-    result = run(*args, env=env)
+    result = run_chat(*args, env=env)
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and words in lines[0], result.stderr
@@ -90,15 +84,9 @@ async def test_production_server_drops_waiters_of_clients_that_left() -> None:
                      XSRF.encode() + b"\r\nContent-Type: application/x-www-form-urlencoded\r\n"
                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
         await writer.drain()
-        deadline = time.monotonic() + 5
-        while _metric(server, "chat_poll_waiters") != 1:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
+        await until(lambda: _metric(server, "chat_poll_waiters"), 1, 5)
         writer.close()
-        deadline = time.monotonic() + 1
-        while _metric(server, "chat_poll_waiters") != 0:
-            assert time.monotonic() < deadline, "the waiter outlived its client"
-            await asyncio.sleep(0.02)
+        await until(lambda: _metric(server, "chat_poll_waiters"), 0, 1)  # gone with its client
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -120,18 +108,17 @@ async def test_signal_ends_1000_streams_and_polls_and_exits(sig: int) -> None:
                          XSRF.encode() + b"\r\nContent-Type: application/x-www-form-urlencoded"
                          b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
             polls.append((reader, writer))
-        deadline = time.monotonic() + 30
-        while (_metric(server, "chat_stream_clients"), _metric(server, "chat_poll_waiters")) != (
-                1000, 20):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        await until(lambda: (_metric(server, "chat_stream_clients"),
+                             _metric(server, "chat_poll_waiters")), (1000, 20), 30)
         started = time.monotonic()
         assert server.proc is not None
         server.proc.send_signal(sig)
         code = await asyncio.to_thread(server.proc.wait, 30)
         took = time.monotonic() - started
         assert code == 0, server.output()
-        assert took < 15, took  # far below the 30 s grace: nothing waited for it
+        # The contract is a timing: far below the 30 s grace, so nothing waited for it (a
+        # generous bound: 15 s on a busy machine is still not the grace period).
+        assert took < 15, took
         # Every stream ended its chunked body cleanly; every poll got {}.
         for reader, writer in streams[:50]:
             data = await asyncio.wait_for(reader.read(), 5)

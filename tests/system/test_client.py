@@ -28,11 +28,6 @@ SERVER = (*NO_LIMITS, "--retry-ms", "100", "--poll-timeout", "1", "--api-keys", 
 AiohttpServer = Callable[[web.Application], Awaitable[TestServer]]
 
 
-def probe(value: Callable[[], object]) -> Callable[[], Awaitable[object]]:
-    async def read() -> object:
-        return value()
-    return read
-
 
 async def take(sub: Any, n: int, timeout: float = 10.0) -> list[Any]:
     """The next ``n`` items, each within ``timeout``."""
@@ -66,7 +61,7 @@ async def test_cut_mid_event_and_held_reconnect_every_message_once() -> None:
                 proxy.hold()
                 proxy.cut_at(b'"body":"m3"')
                 posted.append(await post(server.url, "m3"))
-                await until(probe(lambda: (proxy.cuts, proxy.held)), (1, 1))
+                await until(lambda: (proxy.cuts, proxy.held), (1, 1))
                 assert sub.cursor == posted[2]["id"]  # the cut frame moved nothing
                 posted += [await post(server.url, f"m{i}") for i in range(4, 8)]
                 proxy.release()
@@ -99,7 +94,7 @@ async def test_live_start_misses_nothing_when_dropped_before_the_first_message()
         try:
             async with subscribe(f"http://127.0.0.1:{proxy.port}", "main") as sub:
                 waiting = asyncio.ensure_future(anext(sub))
-                await until(probe(lambda: sub.status is not None and sub.status.connected), True)
+                await until(lambda: sub.status is not None and sub.status.connected, True)
                 assert sub.cursor == before["id"]  # where the room page said it stood
                 await proxy.down()  # the stream drops before any message came
                 during = await post(server.url, "while it was away")
@@ -218,7 +213,7 @@ async def test_only_complete_message_frames_move_the_cursor(aiohttp_server: Aioh
     async with subscribe(str(server.make_url("/")), "main", after="earliest") as sub:
         items = await take(sub, 5)
         assert sub.backoff.base == 0.05  # retry: 50
-        await until(probe(lambda: len(seen)), 5)
+        await until(lambda: len(seen), 5)
     assert items == [_message(1), _message(2), _message(3), _message(4), Reset("epoch")]
     # Presence and typing frames, an unknown event with an id, the cut frame and the duplicate
     # moved nothing; each message did, and so did the reset's id.
@@ -302,7 +297,7 @@ async def test_publish_while_the_server_is_down_stores_once_when_it_comes() -> N
                                        api_key=API_KEY,
                                        on_retry=lambda reason, delay: retries.append(reason)))
     try:
-        await until(probe(lambda: len(retries) >= 1), True)
+        await until(lambda: len(retries) >= 1, True)
         with ServerProcess(*SERVER) as server:
             server.stop()
             server.start(port=port)

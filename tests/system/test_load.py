@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ..support import XSRF, Chat, position, with_settings
+from ..support import XSRF, Chat, one_store, position, with_settings
 
 STREAMS = POLLERS = 200
 MESSAGES = 100
@@ -70,6 +70,7 @@ async def test_200_streams_and_200_pollers_get_all_100_messages_in_order_once(ch
     assert await chat.metric("chat_deliveries_total") == (STREAMS + POLLERS) * MESSAGES
 
 
+@one_store
 async def test_stream_disconnect_restores_gauge(chat: Chat) -> None:
     before = await chat.metric("chat_stream_clients")
     async with chat.stream() as s:
@@ -80,6 +81,7 @@ async def test_stream_disconnect_restores_gauge(chat: Chat) -> None:
     assert await chat.metric("chat_stream_clients") == before
 
 
+@one_store
 @pytest.mark.parametrize("settings", [with_settings(queue_size=5, max_body=60_000,
                                                max_request=1 << 20)], ids=["queue-5"])
 async def test_frozen_reader_is_dropped_and_counted_while_others_keep_receiving(

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import urllib.parse
 from pathlib import Path
 
 import pytest
 
-from ..support import NO_LIMITS, ServerProcess, free_port, sqlite_url
+from ..support import NO_LIMITS, ServerProcess, free_port, run_chat, sqlite_url
 from ..support.commands import API_KEY, history, post_command
 from ..support.servers import HttpFront
 
@@ -127,8 +125,7 @@ async def test_server_down_then_up_the_message_is_stored_once() -> None:
     (["http://h", "--bogus", "x"], "unrecognized arguments: --bogus"),
 ], ids=["no-url", "bad-url", "bad-room", "bad-key", "unknown"])
 def test_bad_arguments_one_line_exit_2(args: list[str], words: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "chat.post", *args], capture_output=True,
-                            text=True, timeout=30)
+    result = run_chat(*args, module="chat.post")
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and words in lines[0], result.stderr

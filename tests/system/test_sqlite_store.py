@@ -12,7 +12,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ..support import NO_LIMITS, XSRF, Chat, ServerProcess, sqlite_url, until, zero_cursor
+from ..support import NO_LIMITS, XSRF, Chat, ServerProcess, run_chat, sqlite_url, until, zero_cursor
 
 OPENING = b"retry: 1000\n: stream open\n\n"
 
@@ -51,11 +50,6 @@ def start(processes: list[ServerProcess], db: Path, *args: str) -> ServerProcess
     process = ServerProcess(*NO_LIMITS, "--store", sqlite_url(db), *args)
     processes.append(process)
     return process.start()
-
-
-def run_chat(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "chat", "--port", "0", *args],
-                          capture_output=True, text=True, timeout=30)
 
 
 async def everything(chat: Chat, room: str = "main") -> list[dict[str, Any]]:
@@ -208,14 +202,14 @@ def test_a_second_server_on_the_same_file_is_refused(tmp_path: Path,
                                                      processes: list[ServerProcess]) -> None:
     db = tmp_path / "chat.db"
     start(processes, db)
-    second = run_chat("--store", sqlite_url(db))
+    second = run_chat("--port", "0", "--store", sqlite_url(db))
     assert second.returncode == 2
     errors = [line for line in second.stderr.splitlines() if " INFO " not in line]
     assert len(errors) == 1 and f"{db} is in use by another chat server" in errors[0], second.stderr
 
 
 def test_several_workers_on_one_file_are_refused(tmp_path: Path) -> None:
-    result = run_chat("--store", sqlite_url(tmp_path / "chat.db"), "--workers", "2")
+    result = run_chat("--port", "0", "--store", sqlite_url(tmp_path / "chat.db"), "--workers", "2")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "python -m chat: error: --workers 2 cannot share a SQLite file: one process owns it; use "
@@ -262,7 +256,7 @@ def test_a_file_that_is_not_ours_is_refused_and_left_alone(tmp_path: Path, make:
     db = tmp_path / "chat.db"
     make(db)
     original = db.read_bytes()
-    result = run_chat("--store", sqlite_url(db))
+    result = run_chat("--port", "0", "--store", sqlite_url(db))
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if " INFO " not in line]
     assert len(errors) == 1 and words in errors[0] and "Traceback" not in result.stderr, result.stderr
@@ -270,18 +264,9 @@ def test_a_file_that_is_not_ours_is_refused_and_left_alone(tmp_path: Path, make:
 
 
 def test_make_run_style_relative_path_creates_its_directory(tmp_path: Path) -> None:
-    with subprocess.Popen([sys.executable, "-m", "chat", "--port", "0", "--store",
-                           "sqlite:///var/chat.db"], cwd=tmp_path, stderr=subprocess.PIPE,
-                          text=True) as server:
-        try:
-            assert server.stderr is not None
-            for line in server.stderr:
-                if "Running on" in line:
-                    break
-            assert (tmp_path / "var" / "chat.db").is_file()
-        finally:
-            server.send_signal(signal.SIGTERM)
-            assert server.wait(10) == 0
+    with ServerProcess("--store", "sqlite:///var/chat.db", cwd=tmp_path) as server:
+        assert (tmp_path / "var" / "chat.db").is_file()
+    assert server.proc is not None and server.proc.returncode == 0
 
 
 # ---- retention ---------------------------------------------------------------------------------

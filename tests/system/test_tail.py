@@ -6,14 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from ..support import NO_LIMITS, ServerProcess, free_port, until
+from ..support import NO_LIMITS, ServerProcess, free_port, run_chat, until
 from ..support.commands import bodies, post, tail
 from ..support.servers import HttpFront, TcpProxy
 
@@ -34,7 +31,7 @@ async def test_every_message_once_in_order_through_a_cut_and_a_held_reconnect() 
                 proxy.hold()
                 proxy.cut_at(b'"body":"m3"')
                 await post(server.url, "m3")
-                await until(_probe(lambda: (proxy.cuts, proxy.held)), (1, 1))
+                await until(lambda: (proxy.cuts, proxy.held), (1, 1))
                 for i in range(4, 8):
                     await post(server.url, f"m{i}")
                 proxy.release()
@@ -46,11 +43,6 @@ async def test_every_message_once_in_order_through_a_cut_and_a_held_reconnect() 
             await proxy.close()
 
 
-def _probe(value: Callable[[], object]) -> Callable[[], Awaitable[object]]:
-    async def probe() -> object:
-        return value()
-    return probe
-
 
 async def test_kill_9_then_restart_with_state_prints_exactly_the_missed(tmp_path: Path) -> None:
     state = tmp_path / "tail.state"
@@ -58,7 +50,7 @@ async def test_kill_9_then_restart_with_state_prints_exactly_the_missed(tmp_path
         async with tail(server.url, "--from", "earliest", "--state", str(state)) as first:
             posted = [await post(server.url, f"m{i}") for i in range(2)]
             assert await first.json_lines(2) == posted
-            await until(_probe(lambda: _saved(state)), {"room": "main", "id": posted[-1]["id"]})
+            await until(lambda: _saved(state), {"room": "main", "id": posted[-1]["id"]})
             assert first.proc is not None
             first.proc.kill()  # SIGKILL: no chance to flush or save anything more
             assert await first.wait() == -signal.SIGKILL
@@ -68,7 +60,7 @@ async def test_kill_9_then_restart_with_state_prints_exactly_the_missed(tmp_path
             assert await second.json_lines(3) == missed
             after = await post(server.url, "after")
             assert await second.json_lines(1) == [after]
-            await until(_probe(lambda: _saved(state)), {"room": "main", "id": after["id"]})
+            await until(lambda: _saved(state), {"room": "main", "id": after["id"]})
             assert await second.stop(signal.SIGINT) == 0
     assert sorted(os.listdir(tmp_path)) == ["tail.state"]  # no temporary file left behind
 
@@ -87,7 +79,7 @@ async def test_started_live_with_state_remembers_where_it_started(tmp_path: Path
         old = await post(server.url, "before it started")
         async with tail(server.url, "--state", str(state)) as first:  # --from latest
             await first.stderr_until("following room main")
-            await until(_probe(lambda: _saved(state)), {"room": "main", "id": old["id"]})
+            await until(lambda: _saved(state), {"room": "main", "id": old["id"]})
             assert await first.stop() == 0
         missed = await post(server.url, "while it was down")
         async with tail(server.url, "--state", str(state)) as second:
@@ -115,7 +107,7 @@ async def test_unreachable_server_said_once_and_retried_until_it_comes() -> None
     try:
         async with tail(f"http://127.0.0.1:{proxy.port}", "--from", "earliest") as t:
             await t.stderr_until("cannot reach")
-            await until(_probe(lambda: proxy.accepted >= 3), True, timeout=20)
+            await until(lambda: proxy.accepted >= 3, True, timeout=20)
             assert t.errors.count("cannot reach") == 1, t.errors
             with ServerProcess(*SERVER) as server:
                 server.stop()
@@ -160,11 +152,6 @@ async def test_text_format_and_signals_exit_0() -> None:
             assert "Traceback" not in t.errors
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "chat.tail", *args], capture_output=True,
-                          text=True, timeout=30)
-
-
 @pytest.mark.parametrize("args, words", [
     ([], "the following arguments are required: URL"),
     (["ftp://host"], "expected an http:// or https:// URL"),
@@ -174,7 +161,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     (["http://h", "--bogus"], "unrecognized arguments: --bogus"),
 ], ids=["no-url", "bad-url", "bad-room", "bad-from", "bad-format", "unknown"])
 def test_bad_arguments_one_line_exit_2(args: list[str], words: str) -> None:
-    result = _run(*args)
+    result = run_chat(*args, module="chat.tail")
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and words in lines[0], result.stderr
@@ -188,7 +175,7 @@ def test_bad_arguments_one_line_exit_2(args: list[str], words: str) -> None:
 def test_bad_state_file_one_line_exit_2(tmp_path: Path, content: str, words: str) -> None:
     state = tmp_path / "state"
     state.write_text(content)
-    result = _run("http://127.0.0.1:1", "--state", str(state))
+    result = run_chat("http://127.0.0.1:1", "--state", str(state), module="chat.tail")
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and words in lines[0], result.stderr

@@ -1,4 +1,5 @@
-"""Hub: direct writes when caught up, bounded queue under back-pressure, drops, waiters, close."""
+"""Hub: direct writes when caught up, bounded queue under back-pressure, drops, waiters, close;
+and, on real sockets, a publish that meets a client whose connection is already gone."""
 
 from __future__ import annotations
 
@@ -210,3 +211,65 @@ async def test_sweep_drops_a_subscriber_whose_socket_stays_full() -> None:
     hub.sweep(103.0)  # two seconds of accepting nothing
     assert stuck.aborted and hub.dropped["stalled"] == 1 and hub.stream_clients == 1
     assert not busy.aborted and busy_sub.stalled_since == 103.0
+
+
+# ---- real sockets ---------------------------------------------------------------------------
+# A stream client whose connection is gone must not break a publish for everyone else. uvloop
+# (what ``python -m chat`` runs on) raises RuntimeError when writing to a closed transport, and
+# a client can disconnect a moment before its handler unsubscribes it.
+
+class _Connection(asyncio.Protocol):
+    writing_paused = False
+
+    def __init__(self, made: asyncio.Queue[tuple[_Connection, asyncio.Transport]]) -> None:
+        self.made = made
+        self.lost = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not subclasses of asyncio's, only duck-typed like them.
+        self.made.put_nowait((self, cast(asyncio.Transport, transport)))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set()
+
+
+async def _publish_after_a_client_left() -> None:
+    loop = asyncio.get_running_loop()
+    made: asyncio.Queue[tuple[_Connection, asyncio.Transport]] = asyncio.Queue()
+    server = await loop.create_server(lambda: _Connection(made), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hub = Hub(queue_size=10)
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        subs, readers = [], []
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            readers.append(reader)
+            writers.append(writer)
+            conn, transport = await asyncio.wait_for(made.get(), 5)
+            sub = hub.subscribe("main", transport, conn, chunked=False)
+            sub.direct = True  # caught up: publish writes straight to the socket
+            subs.append((conn, sub))
+        writers[0].transport.abort()
+        await asyncio.wait_for(subs[0][0].lost.wait(), 5)  # the server saw it go; still subscribed
+
+        message = make_message("main", "e", 1, "hi", None, 0.0, lambda *args: "<div></div>")
+        hub.deliver(message)
+        hub.ping()
+        subs[0][1].write(b"ignored")
+        frame = message.sse()
+        assert await asyncio.wait_for(readers[1].readexactly(len(frame)), 5) == frame
+    finally:
+        for writer in writers:
+            writer.transport.abort()
+        server.close()
+        await server.wait_closed()
+
+
+def test_publish_skips_a_client_whose_connection_is_gone() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    uvloop.run(_publish_after_a_client_left())
+
+
+def test_publish_skips_a_client_whose_connection_is_gone_on_asyncios_loop() -> None:
+    asyncio.run(_publish_after_a_client_left())

@@ -10,7 +10,7 @@ from markupsafe import Markup, escape
 
 from chat.web.linkify import REL, linkify
 
-from ..support import Chat
+from ..support import Chat, one_store
 
 LINK = re.compile(r'<a href="([^"]*)" rel="([^"]*)" target="_blank">([^<]*)</a>')
 
@@ -164,6 +164,7 @@ def test_a_thousand_links() -> None:
 
 # ---- the message fragment: rendered once on the server, the same in the JSON and the page ----
 
+@one_store
 async def test_the_message_fragment_links_isolates_and_names_its_zone(chat: Chat) -> None:
     posted = await chat.post("read https://example.com/a?b=1&c=2. not javascript:alert(1)",
                              name="\u202eann")

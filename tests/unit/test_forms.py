@@ -1,17 +1,24 @@
-"""forms.parse_urlencoded: the same pairs as urllib.parse.parse_qsl (strict, blanks kept), faster."""
+"""chat.web.forms on its own: parse_urlencoded gives the same pairs as urllib.parse.parse_qsl
+(strict, blanks kept), faster; a message body keeps its line breaks as "\\n", whatever the
+browser submitted. (Forms over HTTP: tests/http/test_forms.py.)"""
 
 from __future__ import annotations
 
 import urllib.parse
 
 import pytest
+from aiohttp import web
 from hypothesis import example, given
 from hypothesis import settings as budget
 from hypothesis import strategies as st
 
+from chat.settings import Settings
+from chat.web import forms
 from chat.web.forms import parse_urlencoded
 
 from ..support import examples
+
+# ---- parse_urlencoded -------------------------------------------------------------------------
 
 PIECES = ["%", "%4", "%41", "%e2%82%ac", "%F0%9F%98%80", "%zz", "%C3", "+", "=", "&", "\\",
           "\\x41", "%5C", "a", "é", "😀", " "]
@@ -51,3 +58,22 @@ def test_same_pairs_as_urllib(text: str, charset: str) -> None:
 ])
 def test_examples(raw: bytes, pairs: list[tuple[str, str]]) -> None:
     assert parse_urlencoded(raw, "utf-8") == pairs
+
+
+# ---- body: line breaks ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("sent", "stored"), [
+    ("one\r\ntwo", "one\ntwo"),         # what every browser submits for a textarea
+    ("one\rtwo\nthree", "one\ntwo\nthree"),
+    ("\r\n  hi \r\n\r\n", "hi"),        # trimming still applies
+])
+def test_line_breaks_become_newlines(sent: str, stored: str) -> None:
+    assert forms.body(sent, Settings()) == stored
+
+
+def test_a_line_break_counts_as_one_character() -> None:
+    """A textarea's maxlength counts a line break once; the server must agree with it."""
+    settings = Settings(max_body=5)
+    assert forms.body("a\r\nb\r\nc", settings) == "a\nb\nc"
+    with pytest.raises(web.HTTPBadRequest):
+        forms.body("ab\r\ncd\r\nef", settings)
