@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Short server timings keep the suite fast: EventSource reconnects after 300 ms, an idle
 # long-poll answers after 10 s, heartbeats every 5 s. The tests post faster than people do, so
-# the abuse limits are off (tests/test_limits.py covers them).
+# the abuse limits are off (tests/http/test_limits.py covers them).
 SERVER_ARGS = ("--retry-ms", "300", "--poll-timeout", "10", "--ping-interval", "5",
                "--shutdown-timeout", "1", "--log-level", "INFO", *NO_LIMITS)
 
