@@ -32,9 +32,14 @@ def encode(value: Any) -> bytes:
     written as JSON's own ``\\udXXX`` escape: Python's ``backslashreplace`` spells it so.
     """
     text = _ENCODER.encode(value)
-    if _UNSAFE.search(text):
-        text = _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-    return text.encode("utf-8", "backslashreplace")
+    data = text.encode("utf-8", "backslashreplace")
+    # Looked for in the bytes (a memchr each) before the text is searched character by
+    # character: DEL, and the lead bytes of C1 controls (and Latin-1) and of U+2028/U+2029.
+    if b"\x7f" in data or b"\xc2" in data or b"\xe2\x80\xa8" in data or b"\xe2\x80\xa9" in data:
+        if _UNSAFE.search(text):
+            text = _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+            data = text.encode("utf-8", "backslashreplace")
+    return data
 
 
 class Message:
