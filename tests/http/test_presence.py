@@ -123,7 +123,7 @@ async def test_two_people_behind_one_address_are_both_relayed(chat: Chat) -> Non
         for name in ("alice", "bob", "alice"):
             response = await chat.client.post("/a/typing", data={"_xsrf": XSRF, "name": name})
             assert response.status == 204
-        names = []
+        names: list[str] = []
         while len(names) < 2:
             frame = await s.read_frame()
             if frame.startswith(b"event: typing\n"):
