@@ -925,7 +925,9 @@
   // hello with its cursor (the newest message its page was rendered with); the leader answers
   // with the messages after it (it keeps the ones its page was rendered with and the latest it
   // relayed), who is here and the connection's state. A cursor the leader does not know is newer
-  // than anything it has seen: what follows reaches the follower as relays. Without Web Locks or
+  // than anything it has seen: what follows reaches the follower as relays. (Or it is older than
+  // the last 1,000 relayed: a flood between a tab's render and its hello, the one case where a
+  // new tab can miss messages; a reload fetches them.) Without Web Locks or
   // BroadcastChannel, or outside a secure context, every tab streams alone ("solo"), as does a
   // tab that polls.
   var SHARING = window.isSecureContext === true && !!navigator.locks &&
