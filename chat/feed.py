@@ -24,6 +24,8 @@ hub. No aiohttp here: the web layer hands in transports and writes the opening i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import heapq
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
@@ -51,6 +53,18 @@ class Replay(NamedTuple):
     @property
     def last_id(self) -> str:
         return self.messages[-1].id if self.messages else self.base
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ActiveRoom:
+    """A room this process knows to be active: its people, and its newest message held in RAM."""
+
+    room: str
+    count: int
+    last_ts: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"room": self.room, "count": self.count, "last_ts": self.last_ts}
 
 
 class Feed:
@@ -236,6 +250,24 @@ class Feed:
         if w is not None and w.epoch == c.epoch and w.complete:
             return c.seq > w.floor
         return True
+
+    # ---- the rooms list ------------------------------------------------------------------
+
+    def active_rooms(self, limit: int) -> list[ActiveRoom]:
+        """Up to ``limit`` rooms with messages in RAM or people present, without asking the
+        store: rooms with people in them first, then by their newest message, newest first."""
+        last: dict[str, float | None] = {}
+        for w in self.history:
+            newest = w.newest(1)
+            if newest:
+                last[w.room] = newest[0].ts
+        present = self.rooms.present()
+        for room in present:
+            last.setdefault(room, None)
+        found = [ActiveRoom(room, self.rooms.roster(room).count if room in present else 0, ts)
+                 for room, ts in last.items()]
+        return heapq.nlargest(limit, (r for r in found if r.count or r.last_ts is not None),
+                              key=lambda r: (r.count > 0, r.last_ts or 0.0))
 
     # ---- long-poll -------------------------------------------------------------------------
 

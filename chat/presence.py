@@ -60,6 +60,12 @@ class Rooms:
     def roster(self, room: str) -> Roster:
         return roster([self.local.view(room), *self._remote.get(room, ())])
 
+    def present(self) -> set[str]:
+        """The rooms with anyone in them that this process knows of (its own connections and
+        members within their grace, and other processes' views of the rooms watched here)."""
+        return set(self.local.rooms()) | {room for room, views in self._remote.items()
+                                          if any(v.names or v.unnamed for v in views)}
+
     def frame(self, room: str) -> bytes:
         """The roster as a stream frame (no ``id:``)."""
         return event_frame("presence", self.roster(room).as_dict())

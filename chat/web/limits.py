@@ -106,7 +106,7 @@ class Limits:
         self.posts = TokenBuckets(settings.post_rate, settings.post_burst, clock)
         # Posts to /api/, per API key: programs post faster than people, so they have their own.
         self.api_posts = TokenBuckets(settings.api_post_rate, settings.api_post_burst, clock)
-        # Typing notices relayed per client and room: one every --typing-interval.
+        # Typing notices relayed per client, room and name: one every --typing-interval.
         self.typing = TokenBuckets(1 / settings.typing_interval if settings.typing_interval else 0,
                                    1, clock)
         # Pages, streams and polls: a reconnecting client asks again and again; a flood of them
@@ -290,8 +290,8 @@ def refuse(request: web.Request, client: str, reason: str, status: int,
 
 
 # Requests a person's page makes again and again, each under the per-client request rate.
-_RATED_ROUTES = frozenset({"index", "room", "message_stream", "message_updates", "message_history",
-                           "presence", "typing"})
+_RATED_ROUTES = frozenset({"index", "room", "open_room", "message_stream", "message_updates",
+                           "message_history", "presence", "typing", "rooms"})
 _CONNECTION_ROUTES = frozenset({"message_stream", "message_updates"})
 
 

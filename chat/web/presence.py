@@ -16,8 +16,10 @@ async def presence(request: web.Request) -> web.Response:
 
 
 async def typing(request: web.Request) -> web.Response:
-    """204 always; at most one notice per client and room every --typing-interval is relayed
-    (the page sends one every 3 s while its user types), the others are coalesced into it."""
+    """204 always; at most one notice per client, room and name every --typing-interval is
+    relayed (the page sends one every 3 s while its user types), the others are coalesced into
+    it. The name is part of the key: people behind one address (an office, a NAT) type at once.
+    How many names one client can try is bounded by the request rate."""
     form = await forms.read_form(request)
     room = forms.room(form.get("room"))
     name = forms.name(form.get("name"), request.app[settings_key])
@@ -25,6 +27,6 @@ async def typing(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="name is required: who is typing?")
     limits = request.app[limits_key]
     client = limits.client(request.remote, request.headers.getall("X-Forwarded-For", ()))
-    if not limits.typing.take(f"{client} {room}"):
+    if not limits.typing.take(f"{client} {room} {name}"):
         await request.app[feed_key].rooms.typing(room, name)
     return web.Response(status=204)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, async_playwright
 
+from ..support import sqlite_url
 from .proxy import TcpProxy
 from .server import SERVER_ARGS, Api, ChatServer
 from .support import CHROMIUM, CHROMIUM_ARGS, INSTALL_HINT, Arrive, Person
@@ -74,12 +75,19 @@ async def chromium(chromium_path: str) -> AsyncIterator[Browser]:
 
 
 @pytest.fixture
-async def server(request: pytest.FixtureRequest) -> AsyncIterator[ChatServer]:
+async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ChatServer]:
     """A fresh ``python -m chat`` (in-memory store) on a free port, stopped after the test.
 
+    ``@pytest.mark.server_args(*args)`` adds options; ``@pytest.mark.sqlite`` serves from a SQLite
+    file of the test's own (where older messages outlive the RAM window: scroll-back).
     It boots while Chromium launches; ``arrive`` and ``api`` wait until it listens.
     """
-    srv = ChatServer(*SERVER_ARGS)
+    args = list(SERVER_ARGS)
+    for mark in request.node.iter_markers("server_args"):
+        args.extend(mark.args)
+    if request.node.get_closest_marker("sqlite") is not None:
+        args.extend(["--store", sqlite_url(tmp_path / "chat.db"), "--sqlite-sync", "normal"])
+    srv = ChatServer(*args)
     _diagnose(request, "python -m chat stderr", lambda: srv.log)
     srv.start_soon()
     yield srv

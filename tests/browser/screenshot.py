@@ -1,6 +1,6 @@
 """Regenerate the README's screenshots: two people chatting, one over EventSource, one polling
-(``chat.png``), and the page on a phone in light mode and on a desktop in dark mode
-(``chat-phone-light.png``, ``chat-desktop-dark.png``, written next to it).
+(``chat.png``), and the page on a phone in light mode and on a desktop in dark mode, with bob in
+the room and typing (``chat-phone-light.png``, ``chat-desktop-dark.png``, written next to it).
 
     make screenshot                              # writes docs/chat.png and the two others
     python -m tests.browser.screenshot OUT.png   # the same, anywhere
@@ -88,6 +88,9 @@ async def _devices(out_dir: Path, chromium: str, server: ChatServer, home: str) 
         browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS,
                                            env={**os.environ, "HOME": home})
         try:
+            # Bob is in the room too, and typing when each picture is taken.
+            bob = await Person.arrive(browser, server.url + "/rooms/team", label="bob", name="bob")
+            await expect(bob.status).to_have_attribute("data-state", "live")
             for filename, options in DEVICES.items():
                 person = await Person.arrive(browser, server.url + "/rooms/team", label=filename,
                                              locale="en-US", timezone_id="UTC", **options)
@@ -96,12 +99,31 @@ async def _devices(out_dir: Path, chromium: str, server: ChatServer, home: str) 
                 await expect(person.messages).to_have_count(len(ROOM))
                 await person.page.locator("#body").fill("sure, 12:30?")
                 await person.page.locator("#body").blur()
+                await expect(person.page.locator("#members li[data-name=alice]")).to_be_attached()
+                await _typing(server, person, "bob", "team")
                 written.append(out_dir / filename)
                 await person.page.screenshot(path=written[-1])
                 await person.close()
         finally:
             await browser.close()
     return written
+
+
+async def _typing(server: ChatServer, person: Person, name: str, room: str) -> None:
+    """Until ``person`` sees that ``name`` is typing (one notice per name every 2 s is relayed)."""
+    api = Api(server)
+    try:
+        for _ in range(10):
+            await api.typing(name, room=room)
+            try:
+                await expect(person.page.locator("#typing")).to_have_text(f"{name} is typing…",
+                                                                         timeout=500)
+                return
+            except AssertionError:
+                continue
+        raise AssertionError(f"{person.label} never saw {name} typing")
+    finally:
+        await api.close()
 
 
 async def _chat_and_shoot(out: Path, chromium: str, server: ChatServer, home: str) -> None:
@@ -125,6 +147,9 @@ async def _chat_and_shoot(out: Path, chromium: str, server: ChatServer, home: st
                 await person.page.locator("#body").blur()
             await expect(people["alice"].status).to_have_attribute("data-state", "live")
             await expect(people["bob"].status).to_have_attribute("data-state", "polling")
+            for person in people.values():  # a poller asks who is here every 5 s
+                await expect(person.page.locator("#people-count")).to_have_text(
+                    "2 people here", timeout=10_000)
             left, right = [base64.b64encode(await p.page.screenshot()).decode()
                            for p in people.values()]
             frame = await browser.new_page(viewport={"width": 794, "height": 100})

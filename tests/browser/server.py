@@ -167,6 +167,11 @@ class Api:
             result: dict[str, Any] = await response.json()
             return result
 
+    async def typing(self, name: str, room: str = "main") -> None:
+        """Say that ``name`` is typing in ``room`` (POST /a/typing)."""
+        async with await self._post("/a/typing", {"name": name, "room": room}) as response:
+            assert response.status == 204, await response.text()
+
     async def history(self, room: str = "main") -> list[dict[str, Any]]:
         """The server's whole buffer for a (non-empty) room, oldest first: a poll with no cursor."""
         async with await self._post("/a/message/updates", {"room": room}) as response:

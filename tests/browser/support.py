@@ -5,6 +5,7 @@ Nothing here or in ``server.py`` and ``proxy.py`` depends on pytest: ``screensho
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -53,12 +54,15 @@ class Person:
 
     @classmethod
     async def arrive(cls, browser: Browser, url: str, *, label: str = "person", polling: bool = False,
-                     **context_options: Any) -> Person:
-        """A new context at ``url``; ``polling``: with ``window.EventSource`` removed before load."""
+                     name: str | None = None, **context_options: Any) -> Person:
+        """A new context at ``url``; ``polling``: with ``window.EventSource`` removed before load;
+        ``name``: the nickname the browser remembers (set before every load of its pages)."""
         context = await browser.new_context(**context_options)
         await context.add_init_script(_RECORD_STATES)
         if polling:
             await context.add_init_script("delete window.EventSource;")
+        if name is not None:
+            await context.add_init_script(f"localStorage.setItem('chat.name', {json.dumps(name)});")
         person = cls(label, context, await context.new_page())
         if url:
             await person.page.goto(url)
@@ -129,6 +133,12 @@ class Person:
             e => e.classList.contains("divider") ? "|"
                  : (e.classList.contains("stale") ? "~" : "") + e.id.slice(1))""")
         return timeline
+
+    async def members(self) -> list[str]:
+        """The names in the list of who is here, in order (without "(you)" or "and N more")."""
+        names: list[str] = await self.page.locator("#members li[data-name]").evaluate_all(
+            "els => els.map(e => e.dataset.name)")
+        return names
 
     async def bodies(self) -> list[str]:
         bodies: list[str] = await self.messages.locator(".body").all_text_contents()

@@ -77,7 +77,7 @@ async def test_axe_finds_nothing_in_any_state(arrive: Arrive, api: Api, server: 
 
     for n in range(30):
         await api.post(f"message {n}: see https://example.com/{n}", name="bob" if n % 2 else "سارة")
-    alice = await arrive("alice", **options)
+    alice = await arrive("alice", name="alice", **options)
     bob = await arrive("bob", polling=True, **options)
     await expect(alice.status).to_have_attribute("data-state", "live")
     await expect(bob.status).to_have_attribute("data-state", "polling")
@@ -86,6 +86,19 @@ async def test_axe_finds_nothing_in_any_state(arrive: Arrive, api: Api, server: 
     await alice.sees("hello from alice")
     await audit("live", alice.page)
     await audit("polling", bob.page)
+
+    # Who is here and who is typing, and the rooms with a refused name: panels open (a phone
+    # folds them; its reader opens them).
+    await api.typing("carol")
+    await expect(alice.page.locator("#typing")).to_have_text("carol is typing…")
+    await expect(alice.page.locator("#members .more")).to_have_text("and 1 more")
+    for panel in ("#people", "#rooms"):
+        if not await alice.page.locator(panel).evaluate("el => el.open"):
+            await alice.page.locator(f"{panel} summary").click()
+    await alice.page.locator("#room-name").fill("no good")
+    await alice.page.locator("#room-name").press("Enter")
+    await expect(alice.page.locator("#room-error")).to_be_visible()
+    await audit("people, typing, rooms and a refused room name", alice.page)
 
     await alice.page.locator("#inbox").evaluate("el => el.scrollTop = 0")
     await api.post("while scrolled up")
@@ -111,4 +124,31 @@ async def test_axe_finds_nothing_in_any_state(arrive: Arrive, api: Api, server: 
     await expect(alice.page.locator("#inbox .divider")).to_be_visible()
     await audit("after a reset", alice.page)
 
+    assert not found, "\n\n".join(f"--- {state} ---\n{report}" for state, report in found.items())
+
+
+@pytest.mark.sqlite
+@pytest.mark.server_args("--history", "20")
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("device", ["phone", "desktop"])
+async def test_axe_finds_nothing_while_scrolling_back(arrive: Arrive, api: Api, server: ChatServer,
+                                                     scheme: str, device: str) -> None:
+    """A room page (an "All rooms" link, no list) with more than it shows: the Load earlier
+    button, loading, then the room's beginning."""
+    found: dict[str, str] = {}
+    for n in range(30):
+        await api.post(f"message {n}", room="long", name="bob")
+    alice = await arrive("alice", url=server.url + "/rooms/long", name="alice",
+                         **DEVICES[device], color_scheme=scheme)
+    await expect(alice.status).to_have_attribute("data-state", "live")
+    await expect(alice.page.locator("#load-earlier")).to_be_attached()
+    report = await violations(alice.page)
+    if report:
+        found["Load earlier"] = report
+    await alice.page.locator("#inbox").evaluate("el => el.scrollTop = 0")
+    await expect(alice.page.locator("#beginning")).to_be_visible()
+    await expect(alice.messages).to_have_count(30)
+    report = await violations(alice.page)
+    if report:
+        found["the beginning"] = report
     assert not found, "\n\n".join(f"--- {state} ---\n{report}" for state, report in found.items())

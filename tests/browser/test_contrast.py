@@ -68,6 +68,35 @@ RESET_CHECKS: list[Check] = [
     ("kept message link", ".message.stale a", "color", "behind", TEXT),
 ]
 EMPTY_CHECKS: list[Check] = [("empty room invitation", "#empty", "color", "behind", TEXT)]
+PEOPLE_CHECKS: list[Check] = [
+    ("people here (summary)", "#people-count", "color", "behind", TEXT),
+    ("member name", "#members .member", "color", "behind", TEXT),
+    ("(you)", "#members .you", "color", "behind", TEXT),
+    ("and N more", "#members .more", "color", "behind", TEXT),
+    ("typing line", "#typing", "color", "behind", TEXT),
+    ("beginning of the room", "#beginning", "color", "behind", TEXT),
+]
+ROOMS_CHECKS: list[Check] = [
+    ("rooms (summary)", "#rooms summary", "color", "behind", TEXT),
+    ("room link", "#room-list a", "color", "behind", TEXT),
+    ("room people and last message", "#room-list .meta", "color", "behind", TEXT),
+    ("room field label", "label[for=room-name]", "color", "behind", TEXT),
+    ("room field text", "#room-name", "color", "behind", TEXT),
+    ("room field border (page)", "#room-name", "borderTopColor", "around", NON_TEXT),
+    ("room field border (field)", "#room-name", "borderTopColor", "behind", NON_TEXT),
+    ("room name rule", "#room-rule", "color", "behind", TEXT),
+    ("Open label", "button.open", "color", "behind", TEXT),
+    ("Open button", "button.open", "backgroundColor", "around", NON_TEXT),
+]
+ROOM_ERROR_CHECKS: list[Check] = [
+    ("room name error", "#room-error", "color", "behind", TEXT),
+    ("room field border (refused, page)", "#room-name", "borderTopColor", "around", NON_TEXT),
+]
+EARLIER_CHECKS: list[Check] = [
+    ("Load earlier label", "#load-earlier", "color", "behind", TEXT),
+    ("Load earlier border", "#load-earlier", "borderTopColor", "around", NON_TEXT),
+    ("All rooms link", ".all-rooms", "color", "behind", TEXT),
+]
 
 _MEASURE = """checks => {
   const parse = value => {
@@ -131,11 +160,23 @@ async def test_every_colour_pair_meets_wcag_aa(arrive: Arrive, api: Api, server:
 
     for n in range(30):
         await api.post(f"message {n}, see https://example.com/{n}", name="bob")
-    alice = await arrive("alice", **options)
+    alice = await arrive("alice", name="alice", **options)
     bob = await arrive("bob", polling=True, **options)
     page = alice.page
     await expect(alice.status).to_have_attribute("data-state", "live")
     await expect(bob.status).to_have_attribute("data-state", "polling")
+    # Who is here (alice, and bob without a name) and who is typing; the rooms on /.
+    await expect(page.locator("#members .more")).to_have_text("and 1 more")
+    await api.typing("carol")
+    await expect(page.locator("#typing")).to_have_text("carol is typing…")
+    await measured.measure(page, PEOPLE_CHECKS)
+    await measured.measure(page, ROOMS_CHECKS)
+    await page.locator("#room-name").fill("no such name")
+    await page.locator("#room-name").press("Enter")
+    await expect(page.locator("#room-error")).to_be_visible()
+    await measured.measure(page, ROOM_ERROR_CHECKS)
+    await page.locator("#rooms summary").focus()
+    await measured.measure(page, FOCUS_CHECKS, "rooms summary")
     await measured.measure(page, STATUS_CHECKS, "Connected")
     await measured.measure(bob.page, STATUS_CHECKS, "compatibility mode")
     await page.locator("#inbox").evaluate("el => el.scrollTop = 0")
@@ -184,5 +225,31 @@ async def test_every_colour_pair_meets_wcag_aa(arrive: Arrive, api: Api, server:
     await expect(page.locator("#inbox .divider")).to_be_visible()
     await measured.measure(page, RESET_CHECKS)
 
+    print("\n" + measured.table())
+    assert not measured.failures(), "below WCAG AA:\n" + measured.table()
+
+
+@pytest.mark.sqlite
+@pytest.mark.server_args("--history", "20")
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+async def test_scroll_back_and_the_room_pages_meet_wcag_aa(arrive: Arrive, api: Api,
+                                                            server: ChatServer, scheme: str) -> None:
+    """The Load earlier button shows where a room keeps more than the page holds (SQLite)."""
+    measured = Measurements(scheme)
+    for n in range(30):
+        await api.post(f"message {n}", room="long")
+    alice = await arrive("alice", url="", viewport={"width": 800, "height": 600},
+                         color_scheme=scheme)
+    # Only the button loads (reaching it by keyboard scrolls to the top, where the observer would).
+    await alice.context.add_init_script("delete window.IntersectionObserver;")
+    page = alice.page
+    await page.goto(server.url + "/rooms/long")
+    await expect(page.locator("#load-earlier")).to_be_visible()
+    await measured.measure(page, EARLIER_CHECKS)
+    await page.locator("#inbox").focus()
+    await page.keyboard.press("Tab")
+    await expect(page.locator("#load-earlier")).to_be_focused()
+    assert await page.locator("#load-earlier").evaluate("el => el.matches(':focus-visible')")
+    await measured.measure(page, FOCUS_CHECKS, "Load earlier")
     print("\n" + measured.table())
     assert not measured.failures(), "below WCAG AA:\n" + measured.table()

@@ -146,6 +146,26 @@ async def test_typing_is_relayed_once_per_interval_without_an_id(chat: Chat) -> 
 
 
 @one_store
+async def test_two_people_behind_one_address_are_both_relayed(chat: Chat) -> None:
+    async with chat.stream(control=True) as s:
+        await presence_frames(s)
+        for name in ("alice", "bob", "alice"):
+            response = await chat.client.post("/a/typing", data={"_xsrf": XSRF, "name": name})
+            assert response.status == 204
+        names: list[str] = []
+        while len(names) < 2:
+            frame = await s.read_frame()
+            if frame.startswith(b"event: typing\n"):
+                names.append(json.loads(frame.split(b"data: ", 1)[1])["name"])
+        assert names == ["alice", "bob"]
+        await chat.post("after")  # next is the message: alice's second notice was coalesced
+        nxt = await s.read_frame()
+        while nxt.startswith(b"event: presence"):
+            nxt = await s.read_frame()
+        assert nxt.startswith(b"id: ")
+
+
+@one_store
 async def test_typing_needs_a_name_and_the_xsrf_token(chat: Chat) -> None:
     assert (await chat.client.post("/a/typing", data={"_xsrf": XSRF})).status == 400
     chat.client.session.cookie_jar.clear()
