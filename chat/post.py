@@ -15,35 +15,24 @@ import os
 import sys
 import threading
 from collections.abc import Sequence
-from typing import NoReturn
 
 from .client import Publisher, PublishError
-from .client.common import ROOM_RE, base_url, until_signalled
+from .client.common import OneLineParser, base_url, room_argument, until_signalled
 
 PROG = "python -m chat.post"
 # Refusals about this one message: the next line may well be stored.
 MESSAGE_ERRORS = frozenset({400, 413, 422})
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, exit status 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _room(text: str) -> str:
-    if not ROOM_RE.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"expected 1 to 64 of A-Z a-z 0-9 _ -, got {text!r}")
-    return text
-
-
 def parse_args(argv: Sequence[str] | None, environ: dict[str, str]) -> argparse.Namespace:
-    parser = _Parser(prog=PROG, description=(
+    parser = OneLineParser(prog=PROG, description=(
         "Post TEXT (the words joined by spaces) as one message, or, without TEXT, each line of "
         "stdin as a message (blank lines are skipped). Prints each stored message as one JSON "
         "line. Retries on connection errors, 503 and 429 with the same idempotency key."))
     parser.add_argument("url", metavar="URL", help="the chat server, e.g. http://127.0.0.1:8888")
     parser.add_argument("text", metavar="TEXT", nargs="*", help="the message (default: stdin lines)")
-    parser.add_argument("--room", type=_room, default="main", help="the room (default: main)")
+    parser.add_argument("--room", type=room_argument, default="main",
+                        help="the room (default: main)")
     parser.add_argument("--name", help="the nickname to post as")
     parser.add_argument("--api-key", metavar="KEY", default=environ.get("CHAT_API_KEY") or None,
                         help="post through /api/ with this key (default: env CHAT_API_KEY, which "

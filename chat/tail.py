@@ -15,23 +15,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from .client import EARLIEST, ChatClientError, Reset, Status, subscribe
-from .client.common import ID_RE, ROOM_RE, base_url, until_signalled
+from .client.common import ID_RE, OneLineParser, base_url, room_argument, until_signalled
 
 PROG = "python -m chat.tail"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, exit status 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _room(text: str) -> str:
-    if not ROOM_RE.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"expected 1 to 64 of A-Z a-z 0-9 _ -, got {text!r}")
-    return text
 
 
 def _start(text: str) -> str:
@@ -41,12 +30,13 @@ def _start(text: str) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = _Parser(prog=PROG, description=(
+    parser = OneLineParser(prog=PROG, description=(
         "Print a room's messages as they arrive: one JSON object per line (the message object), "
         'and {"reset": REASON} when the server lost the history the cursor pointed into. '
         "Reconnects by itself; SIGINT or SIGTERM ends it (exit status 0)."))
     parser.add_argument("url", metavar="URL", help="the chat server, e.g. http://127.0.0.1:8888")
-    parser.add_argument("--room", type=_room, default="main", help="the room (default: main)")
+    parser.add_argument("--room", type=room_argument, default="main",
+                        help="the room (default: main)")
     parser.add_argument("--from", dest="start", type=_start, default="latest",
                         metavar="earliest|latest|ID",
                         help="where to start: everything the server holds, only new messages "

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import json
 import re
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 from yarl import URL
@@ -126,3 +127,16 @@ async def until_signalled(work: Awaitable[int], interrupted: Callable[[], int]) 
         if not stopping.is_set():
             raise
         return interrupted()
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """The commands' argument parser: a bad argument is one line on stderr, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def room_argument(text: str) -> str:
+    if not ROOM_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected 1 to 64 of A-Z a-z 0-9 _ -, got {text!r}")
+    return text

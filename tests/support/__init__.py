@@ -15,10 +15,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
@@ -285,6 +286,14 @@ def _still(timeout: float, seen: Any, value: Any) -> str:
 _LISTENING = re.compile(rb"(?:Running on|Listening at:) http://\[?[^\s\]]*\]?:(\d+)")
 
 
+@contextlib.asynccontextmanager
+async def chat_on(process: ServerProcess) -> AsyncIterator[Chat]:
+    """A Chat speaking to a real server process (the cookie jar must accept an IP host)."""
+    async with aiohttp.ClientSession(process.url, cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+        s.cookie_jar.update_cookies({"_xsrf": XSRF})
+        yield Chat(s)  # type: ignore[arg-type]  # a ClientSession speaks like a TestClient
+
+
 class ServerProcess:
     """A real ``python -m chat``: the production start path, and the one way tests start a server
     process (``run_chat`` runs one that is to exit at once: a refused option, a refused file).
@@ -306,6 +315,10 @@ class ServerProcess:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def start(self, port: int = 0, timeout: float = 15.0) -> ServerProcess:
         deadline = time.monotonic() + timeout

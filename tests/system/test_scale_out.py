@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -24,9 +23,9 @@ from chat.stores.redis.scripts import stream_key
 from ..support import (
     NO_LIMITS,
     TEST_SECRET,
-    XSRF,
     Chat,
     ServerProcess,
+    chat_on,
     free_port,
     run_chat,
     until,
@@ -40,36 +39,10 @@ OPENING = b"retry: 1000\n: stream open\n\n"
 FAST = ("--redis-timeout", "0.5", "--redis-backoff", "0.2")
 
 
-@contextlib.asynccontextmanager
-async def chat_on(process: ServerProcess) -> AsyncIterator[Chat]:
-    """A Chat speaking to a real server process (the cookie jar must accept an IP host)."""
-    async with aiohttp.ClientSession(process.url, cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
-        s.cookie_jar.update_cookies({"_xsrf": XSRF})
-        yield Chat(s)  # type: ignore[arg-type]  # a ClientSession speaks like a TestClient
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ServerProcess]]:
-    """Every process a test starts; each is stopped afterwards and must not have crashed."""
-    started: list[ServerProcess] = []
-    yield started
-    for process in started:
-        try:
-            if alive(process):
-                assert process.stop() == 0, process.output()
-            assert "Traceback" not in process.output(), process.output()
-        finally:
-            process.log.close()
-
-
 def start(processes: list[ServerProcess], *args: str) -> ServerProcess:
     process = ServerProcess(*NO_LIMITS, *args)
     processes.append(process)
     return process.start()
-
-
-def alive(process: ServerProcess) -> bool:
-    return process.proc is not None and process.proc.poll() is None
 
 
 async def test_two_processes_one_redis_share_rooms_and_resume(
@@ -160,7 +133,7 @@ async def test_redis_stopped_and_restarted(processes: list[ServerProcess]) -> No
             assert (await chat.client.get("/healthz")).status == 503
             assert (await chat.client.get("/")).status == 503
             assert (await chat.client.get("/a/message/stream")).status == 503
-            assert alive(a)
+            assert a.running
 
             server.start(port=server.port)
             await until(lambda: _status(chat, "/healthz"), 200, 10)

@@ -12,38 +12,26 @@ import os
 import signal
 import sqlite3
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from ..support import NO_LIMITS, XSRF, Chat, ServerProcess, run_chat, sqlite_url, until, zero_cursor
+from ..support import (
+    NO_LIMITS,
+    XSRF,
+    Chat,
+    ServerProcess,
+    chat_on,
+    run_chat,
+    sqlite_url,
+    until,
+    zero_cursor,
+)
 
 OPENING = b"retry: 1000\n: stream open\n\n"
-
-
-@contextlib.asynccontextmanager
-async def chat_on(process: ServerProcess) -> AsyncIterator[Chat]:
-    """A Chat speaking to a real server process (the cookie jar must accept an IP host)."""
-    async with aiohttp.ClientSession(process.url, cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
-        s.cookie_jar.update_cookies({"_xsrf": XSRF})
-        yield Chat(s)  # type: ignore[arg-type]  # a ClientSession speaks like a TestClient
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ServerProcess]]:
-    """Every process a test starts; each is stopped afterwards and must not have crashed."""
-    started: list[ServerProcess] = []
-    yield started
-    for process in started:
-        try:
-            if process.proc is not None and process.proc.poll() is None:
-                assert process.stop() == 0, process.output()
-            assert "Traceback" not in process.output(), process.output()
-        finally:
-            process.log.close()
 
 
 def start(processes: list[ServerProcess], db: Path, *args: str) -> ServerProcess:
