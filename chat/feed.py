@@ -185,6 +185,8 @@ class Feed:
         w = history.window(room)
         if history.authoritative or (w is not None and (w.complete or len(w) >= self.page_size)):
             return False
+        if w is None and not self.store.settled(room):
+            return False  # no window to add to, and none may be started: a read would be wasted
         pending = self._priming.get(room)
         if pending is None:
             pending = self._priming[room] = asyncio.ensure_future(self._fill(room))
