@@ -7,7 +7,6 @@ JSON (400), then the same text and room rules as the page's form.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import hmac
@@ -20,10 +19,9 @@ from aiohttp import web
 from . import forms
 from .keys import feed_key, limits_key, settings_key
 from .limits import refuse
-from .posting import reply
+from .posting import CLIENT_KEY_RE, reply
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-IDEMPOTENCY_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _FIELDS = frozenset({"body", "name"})
 _SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 _EXAMPLE = '{"body": "hello", "name": null}'
@@ -75,7 +73,7 @@ def idempotency_key(request: web.Request) -> str | None:
     values = request.headers.getall(IDEMPOTENCY_HEADER, [])
     if not values:
         return None
-    if len(values) > 1 or not IDEMPOTENCY_KEY_RE.fullmatch(values[0]):
+    if len(values) > 1 or not CLIENT_KEY_RE.fullmatch(values[0]):
         raise web.HTTPBadRequest(text=f"{IDEMPOTENCY_HEADER} must be one value of 1 to 64 "
                                       "of A-Z a-z 0-9 _ -")
     return values[0]
@@ -87,24 +85,8 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise web.HTTPUnsupportedMediaType(text="expected Content-Type: application/json")
     if (request.charset or "utf-8").lower() not in ("utf-8", "utf8"):
         raise web.HTTPUnsupportedMediaType(text="JSON must be UTF-8 (RFC 8259)")
-    settings = request.app[settings_key]
-    if request.content_length is not None and request.content_length > settings.max_request:
-        raise web.HTTPRequestEntityTooLarge(max_size=settings.max_request,
-                                            actual_size=request.content_length)
-    try:
-        if request.content.is_eof():
-            raw = await request.read()
-        else:  # a body sent byte by byte must not hold this handler for long (slowloris)
-            async with asyncio.timeout(settings.body_timeout):
-                raw = await request.read()
-    except TimeoutError:
-        raise web.HTTPRequestTimeout(
-            text=f"the request body did not arrive within {settings.body_timeout:g} s",
-            headers={"Connection": "close"}) from None
-    except web.RequestPayloadError as exc:  # e.g. a Content-Encoding that does not decode
-        error = web.HTTPBadRequest(text=f"could not read the request body: {exc}")
-        error.force_close()
-        raise error from None
+    forms.refuse_declared_size(request)
+    raw = await forms.in_time(request, request.read())
     try:
         data = json.loads(raw.decode("utf-8"), object_pairs_hook=_object,
                           parse_constant=_no_constant)

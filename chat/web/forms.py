@@ -8,6 +8,8 @@ import codecs
 import contextlib
 import re
 import urllib.parse
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -16,6 +18,8 @@ from multidict import MultiDict, MultiDictProxy
 
 from ..settings import Settings
 from .keys import form_key, settings_key
+
+T = TypeVar("T")
 
 DEFAULT_ROOM = "main"
 ROOM_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -80,28 +84,12 @@ async def read_form(request: web.Request) -> MultiDictProxy[str]:
         raise web.HTTPBadRequest(
             text="expected a form: application/x-www-form-urlencoded or multipart/form-data")
     settings = request.app[settings_key]
-    if request.content_length is not None and request.content_length > settings.max_request:
-        raise web.HTTPRequestEntityTooLarge(max_size=settings.max_request,
-                                            actual_size=request.content_length)
+    refuse_declared_size(request)
     charset = request.charset
     default = codec(charset)  # a 415 before the body is read
-    limit = settings.body_timeout
     try:
-        if request.content.is_eof():
-            # The whole body is here (a small form comes with its headers): nothing to wait
-            # for, so no timer either.
-            form = await _parse(request, default, charset is not None, settings.max_request)
-        else:
-            # A body sent byte by byte must not hold this handler for long (slowloris).
-            async with asyncio.timeout(limit):
-                form = await _parse(request, default, charset is not None, settings.max_request)
-    except TimeoutError:
-        raise web.HTTPRequestTimeout(text=f"the request body did not arrive within {limit:g} s",
-                                     headers={"Connection": "close"}) from None
-    except web.RequestPayloadError as exc:  # e.g. a broken chunked body
-        error = web.HTTPBadRequest(text=f"could not read the request body: {_why(exc)}")
-        error.force_close()  # aiohttp drops the connection after this; the client must know
-        raise error from None
+        form = await in_time(request, _parse(request, default, charset is not None,
+                                             settings.max_request))
     except (ValueError, RuntimeError, HttpProcessingError) as exc:  # malformed multipart
         raise web.HTTPBadRequest(text=f"malformed form: {_why(exc)}") from None
     except AssertionError:
@@ -117,6 +105,34 @@ async def read_form(request: web.Request) -> MultiDictProxy[str]:
             raise web.HTTPBadRequest(text="the form is not valid text (unpaired surrogate)")
     request[form_key] = form
     return form
+
+
+def refuse_declared_size(request: web.Request) -> None:
+    """413 before a byte is read, for a body that says it is over --max-request."""
+    limit = request.app[settings_key].max_request
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+
+
+async def in_time(request: web.Request, reading: Awaitable[T]) -> T:
+    """``reading`` (of the request's body) within --body-timeout: 408 when the body is late,
+    400 (closing the connection) when it cannot be read at all."""
+    limit = request.app[settings_key].body_timeout
+    try:
+        if request.content.is_eof():
+            # The whole body is here (a small one comes with its headers): nothing to wait
+            # for, so no timer either.
+            return await reading
+        # A body sent byte by byte must not hold this handler for long (slowloris).
+        async with asyncio.timeout(limit):
+            return await reading
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text=f"the request body did not arrive within {limit:g} s",
+                                     headers={"Connection": "close"}) from None
+    except web.RequestPayloadError as exc:  # e.g. a broken chunked body
+        error = web.HTTPBadRequest(text=f"could not read the request body: {_why(exc)}")
+        error.force_close()  # aiohttp drops the connection after this; the client must know
+        raise error from None
 
 
 async def _parse(request: web.Request, default: str, declared: bool,

@@ -16,6 +16,7 @@ from ..stores.base import KeyConflict, Posted
 from . import forms
 from .keys import feed_key, settings_key
 
+# A client_key (form) or Idempotency-Key (/api/): the same names messages in either.
 CLIENT_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
