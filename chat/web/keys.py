@@ -30,6 +30,9 @@ clock_key: web.AppKey[Callable[[], float]] = web.AppKey("clock_key")
 
 # The request's parsed form: read once, by the XSRF check or the handler, whichever comes first.
 form_key: web.RequestKey[MultiDictProxy[str]] = web.RequestKey("form_key")
+# The request's _xsrf cookie if this server issued it (else None): checked once, by the limits
+# (it names the browser) or the XSRF check, whichever comes first.
+issued_key: web.RequestKey[str | None] = web.RequestKey("issued_key")
 # The client holding one of the per-client stream + long-poll slots for this request; released
 # once the reply is written (chat.web.replies), not when the handler returns.
 # The stream-or-poll slot a request holds until its reply is written: (address, browser).

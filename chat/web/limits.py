@@ -30,8 +30,8 @@ from aiohttp.typedefs import Handler
 
 from ..core import logfmt
 from ..settings import Settings
-from .keys import feed_key, limits_key, slot_key, tokens_key
-from .xsrf import cookie
+from .keys import feed_key, limits_key, slot_key
+from .xsrf import issued_cookie
 
 log = logging.getLogger("chat.limits")
 
@@ -332,9 +332,7 @@ async def apply_limits(request: web.Request, handler: Handler) -> web.StreamResp
     # The browser is its page's signed _xsrf cookie: one this server made (a client cannot pick
     # an identity), so tabs of one browser count together and browsers behind one address
     # count apart. Without one (a program), the address is the browser.
-    browser = cookie(request)
-    if not request.app[tokens_key].valid(browser):
-        browser = None
+    browser = issued_cookie(request)
     reason = limits.acquire(client, browser)
     if reason is not None:  # refused before any text/event-stream header is sent
         status = 503 if reason == "process_clients" else 429

@@ -36,7 +36,7 @@ from aiohttp.typedefs import Handler
 from yarl import URL
 
 from . import forms
-from .keys import feed_key, limits_key, settings_key, tokens_key
+from .keys import feed_key, issued_key, limits_key, settings_key, tokens_key
 
 COOKIE = "_xsrf"
 HEADER = "X-XSRFToken"
@@ -101,15 +101,21 @@ def cookie(request: web.Request) -> str | None:
     return request.cookies.get(COOKIE)
 
 
+def issued_cookie(request: web.Request) -> str | None:
+    """The ``_xsrf`` cookie if this server issued it, else None; its HMAC checked once."""
+    if issued_key not in request:
+        current = cookie(request)
+        request[issued_key] = current if request.app[tokens_key].valid(current) else None
+    return request[issued_key]
+
+
 def token(request: web.Request) -> tuple[str, bool]:
     """The client's token if this server made it, else a new one; and whether it is new (so the
     cookie must be set)."""
-    tokens = request.app[tokens_key]
-    current = cookie(request)
-    if tokens.valid(current):
-        assert current is not None
+    current = issued_cookie(request)
+    if current is not None:
         return current, False
-    return tokens.mint(), True
+    return request.app[tokens_key].mint(), True
 
 
 def set_cookie(request: web.Request, response: web.StreamResponse, value: str) -> None:
@@ -166,7 +172,7 @@ async def check_xsrf(request: web.Request, handler: Handler) -> web.StreamRespon
     expected = cookie(request)
     if not expected:
         raise forbidden("missing _xsrf cookie: load the page first")
-    if not request.app[tokens_key].valid(expected):
+    if issued_cookie(request) is None:
         raise forbidden("the _xsrf cookie is not one this server issued (or it was issued "
                         "before the server's secret changed): load the page again")
     # The header first: it needs no body. Else the form, read (charset first) for the handler too.
