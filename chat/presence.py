@@ -126,7 +126,9 @@ class Rooms:
             self._remote.update(await self.store.views(fetch))
             for room in fetch:
                 self._remote.setdefault(room, [])
-        for room in watched | share:
+        # A roster can change only where this process's view changed (shared now) or another
+        # process's was read again: only those rooms are looked at, not every watched one.
+        for room in share.union(fetch):
             current = self.roster(room)
             if self._sent.get(room) != current:
                 self._sent[room] = current
