@@ -26,6 +26,14 @@ async def roster(chat: Chat, room: str = "main") -> dict[str, Any]:
     return result
 
 
+async def past_presence(s: SSEStream) -> bytes:
+    """The next frame that is not a presence frame (those come whenever people come and go)."""
+    frame = await s.read_frame()
+    while frame.startswith(b"event: presence"):
+        frame = await s.read_frame()
+    return frame
+
+
 async def presence_frames(s: SSEStream, timeout: float = 5.0) -> dict[str, Any]:
     """The next presence frame's data (frames have no id: line)."""
     while True:
@@ -132,17 +140,12 @@ async def test_typing_is_relayed_once_per_interval_without_an_id(chat: Chat) -> 
             response = await chat.client.post("/a/typing",
                                               data={"_xsrf": XSRF, "name": "alice"})
             assert response.status == 204
-        frame = await s.read_frame()
-        while frame.startswith(b"event: presence"):
-            frame = await s.read_frame()
+        frame = await past_presence(s)
         assert frame.startswith(b"event: typing\ndata: ")
         typing = json.loads(frame.split(b"data: ", 1)[1])
         assert typing["name"] == "alice" and before + 4 < typing["until"] < time.time() + 6
         await chat.post("after")  # the next thing on the stream is the message: one typing only
-        nxt = await s.read_frame()
-        while nxt.startswith(b"event: presence"):
-            nxt = await s.read_frame()
-        assert nxt.startswith(b"id: ")
+        assert (await past_presence(s)).startswith(b"id: ")
 
 
 @one_store
@@ -159,10 +162,7 @@ async def test_two_people_behind_one_address_are_both_relayed(chat: Chat) -> Non
                 names.append(json.loads(frame.split(b"data: ", 1)[1])["name"])
         assert names == ["alice", "bob"]
         await chat.post("after")  # next is the message: alice's second notice was coalesced
-        nxt = await s.read_frame()
-        while nxt.startswith(b"event: presence"):
-            nxt = await s.read_frame()
-        assert nxt.startswith(b"id: ")
+        assert (await past_presence(s)).startswith(b"id: ")
 
 
 @one_store
