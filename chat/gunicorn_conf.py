@@ -24,8 +24,9 @@ from aiohttp import web
 from .server import configure_logging, log, make_app, refusal, runner_options, where
 from .settings import Settings, parse_settings
 
-PLAIN_WORKER = "aiohttp.worker.GunicornWebWorker"
-UVLOOP_WORKER = "aiohttp.worker.GunicornUVLoopWebWorker"
+# aiohttp's workers, keeping the backlog (see chat.gunicorn_worker).
+PLAIN_WORKER = "chat.gunicorn_worker.Worker"
+UVLOOP_WORKER = "chat.gunicorn_worker.UVLoopWorker"
 
 # Set by run() before gunicorn forks (python -m chat --workers N); None under gunicorn itself,
 # where the settings come from the environment.

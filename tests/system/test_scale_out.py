@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -177,10 +176,13 @@ def test_gunicorn_refuses_more_than_one_worker_on_the_memory_store(tmp_path: Pat
 
 async def test_two_gunicorn_workers_on_redis(redis_url: str,
                                              processes: list[ServerProcess]) -> None:
-    server = start(processes, "--store", redis_url, "--workers", "2")
+    server = start(processes, "--store", redis_url, "--workers", "2", "--backlog", "77")
     assert server.proc is not None
     # The master listens before the workers boot.
     await until(lambda: len(_children(server.proc.pid)), 2, 10)  # type: ignore[union-attr]
+    # aiohttp's worker listens again with 128 as it boots; ours puts --backlog back.
+    await until(lambda: server.output().count("Worker serving, backlog 77 (pid: "), 2)
+    assert await _backlog(server.port) == 77
     workers = _children(server.proc.pid)
     # Each worker is a whole server: many streams (spread over both by the kernel) all get
     # every message, whichever worker accepted it.
@@ -195,7 +197,7 @@ async def test_two_gunicorn_workers_on_redis(redis_url: str,
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(10) == 0  # a clean stop
     await until(lambda: _alive(workers), [], 5)  # and its workers with it
-    assert "Using worker: aiohttp.worker.GunicornUVLoopWebWorker" in server.output()
+    assert "Using worker: chat.gunicorn_worker.UVLoopWorker" in server.output()
 
 
 def _alive(pids: list[int]) -> list[int]:
@@ -210,6 +212,13 @@ def _alive(pids: list[int]) -> list[int]:
 
 async def _status(chat: Chat, path: str) -> int:
     return (await chat.client.get(path)).status
+
+
+async def _backlog(port: int) -> int:
+    """The backlog of the socket listening on ``port``: its Send-Q in ``ss -ltn``."""
+    done = await asyncio.to_thread(subprocess.run, ["ss", "-ltnH", f"sport = :{port}"],
+                                   capture_output=True, text=True, check=True)
+    return int(done.stdout.split()[2])
 
 
 def _children(pid: int) -> list[int]:
@@ -241,11 +250,8 @@ async def test_gunicorn_itself_starts_workers_the_way_python_m_chat_does(
 
         await until(lambda: _async(listening() != 0 and len(_children(proc.pid)) == 2), True)
         port = listening()
-        if shutil.which("ss"):  # a listening socket's Send-Q is its backlog
-            done = await asyncio.to_thread(subprocess.run, ["ss", "-ltnH", f"sport = :{port}"],
-                                           capture_output=True, text=True, check=True)
-            sockets = done.stdout.split()
-            assert sockets[2] == "77", sockets
+        await until(lambda: log.read_text().count("Worker serving, backlog 77 (pid: "), 2)
+        assert await _backlog(port) == 77
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
         assert (await reader.read()).startswith(b"HTTP/1.0 400 ")
