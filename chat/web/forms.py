@@ -165,8 +165,14 @@ async def _multipart(request: web.Request, default: str, max_size: int) -> Multi
     while True:
         try:
             part = await reader.next()
-        except UnicodeDecodeError:  # a first _charset_ part that is not even a name
+        except UnicodeDecodeError:  # a _charset_ part that is not even a name
             raise unsupported("(not UTF-8)") from None
+        except (ValueError, RuntimeError, HttpProcessingError):
+            # aiohttp 3.14 takes every part named _charset_ (RFC 7578: the first) as the default
+            # charset, then misreads the boundary after it: a 400 (read_form), unless the
+            # charset it named is one no part may be decoded in (415, as for the first part).
+            codec(getattr(reader, "_default_charset", None))
+            raise
         if part is None:
             break
         if not isinstance(part, BodyPartReader):
