@@ -55,9 +55,13 @@ class Replay(NamedTuple):
         return self.messages[-1].id if self.messages else self.base
 
 
+# How old the store's list of recent rooms (Store.recent) may be when the room list is made.
+RECENT_SECONDS = 1.0
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ActiveRoom:
-    """A room this process knows to be active: its people, and its newest message held in RAM."""
+    """An active room: its people here, and the time of its newest message."""
 
     room: str
     count: int
@@ -78,6 +82,9 @@ class Feed:
         self.max_reply_bytes = max_reply_bytes
         self._reads: dict[tuple[str, int | None, int], asyncio.Future[tuple[Room, list[Message]]]] = {}
         self._priming: dict[str, asyncio.Future[None]] = {}
+        self._recent: list[tuple[str, float]] = []  # Store.recent, at most RECENT_SECONDS old
+        self._recent_due = 0.0
+        self._recent_lock = asyncio.Lock()
 
     # ---- what a store tells us (chat.stores.base.Listener) -----------------------------------
 
@@ -255,14 +262,15 @@ class Feed:
 
     # ---- the rooms list ------------------------------------------------------------------
 
-    def active_rooms(self, limit: int) -> list[ActiveRoom]:
-        """Up to ``limit`` rooms with messages in RAM or people present, without asking the
-        store: rooms with people in them first, then by their newest message, newest first."""
-        last: dict[str, float | None] = {}
+    async def active_rooms(self, limit: int) -> list[ActiveRoom]:
+        """Up to ``limit`` rooms with messages in RAM or in the store's list of recent rooms, or
+        people present: rooms with people in them first, then by their newest message, newest
+        first. The store is asked at most once every RECENT_SECONDS, whatever the requests."""
+        last: dict[str, float | None] = dict(await self._recent_rooms(limit))
         for w in self.history:
             newest = w.newest(1)
             if newest:
-                last[w.room] = newest[0].ts
+                last[w.room] = max(newest[0].ts, last.get(w.room) or 0.0)
         present = self.rooms.present()
         for room in present:
             last.setdefault(room, None)
@@ -270,6 +278,17 @@ class Feed:
                  for room, ts in last.items()]
         return heapq.nlargest(limit, (r for r in found if r.count or r.last_ts is not None),
                               key=lambda r: (r.count > 0, r.last_ts or 0.0))
+
+    async def _recent_rooms(self, limit: int) -> list[tuple[str, float]]:
+        async with self._recent_lock:  # one caller asks the store; the others wait and share
+            loop = self.hub.loop
+            if loop.time() >= self._recent_due:
+                try:
+                    self._recent = await self.store.recent(limit)
+                except StoreUnavailable:
+                    pass  # the list it gave last (and RAM) until it answers again
+                self._recent_due = loop.time() + RECENT_SECONDS
+            return self._recent
 
     # ---- long-poll -------------------------------------------------------------------------
 

@@ -114,6 +114,12 @@ class Store(Protocol):
     def settled(self, room: str) -> bool:
         """Has every message of ``room`` stored so far reached the listener? (Redis: never sure.)"""
 
+    async def recent(self, limit: int) -> list[tuple[str, float]]:
+        """Up to ``limit`` rooms with the newest messages, newest first, each with its newest
+        message's time (Unix seconds), beyond what reaches this process's RAM: the file's rooms
+        as they were at start (SQLite), every process's rooms (Redis, shared once a second),
+        none (memory: RAM is all there is). May raise StoreUnavailable."""
+
     # ---- presence and typing (nothing of it is stored; a single-process store keeps none) ----
 
     async def share(self, room: str, view: View, ttl: float) -> None:

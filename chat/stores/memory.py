@@ -100,6 +100,9 @@ class MemoryStore:
     def settled(self, room: str) -> bool:
         return True
 
+    async def recent(self, limit: int) -> list[tuple[str, float]]:
+        return []  # every room is in the feed's RAM windows
+
     async def share(self, room: str, view: View, ttl: float) -> None:
         pass  # one process: nobody to tell
 

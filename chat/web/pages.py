@@ -1,5 +1,5 @@
 """GET / and GET /rooms/{room}: the room's newest messages, rendered server-side; on ``/`` also
-the rooms this process knows to be active. GET /rooms?room=NAME: the no-script way to a room."""
+the active rooms. GET /rooms?room=NAME: the no-script way to a room."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ async def room_page(request: web.Request) -> web.Response:
         "cursor": page.last_id,
         # Whether older messages are kept: the page offers to load them (scroll-back).
         "more": more and bool(page.messages),
-        "rooms": _listed(feed.active_rooms(LISTED)) if index else None,
+        "rooms": _listed(await feed.active_rooms(LISTED)) if index else None,
         "xsrf": token,
         "path": request.path,
         "max_body": settings.max_body,

@@ -1,9 +1,10 @@
-"""GET /a/rooms and the room list on /: the rooms this process knows to be active, people first,
-then by their newest message; GET /rooms?room=NAME, the no-script way to a room.
+"""GET /a/rooms and the room list on /: the active rooms, people first, then by their newest
+message; GET /rooms?room=NAME, the no-script way to a room.
 
-Like every app test these run on each store (conftest's ``store_url``). RAM is what is asked:
-with the memory and SQLite stores it holds every room this process posted to; with Redis only the
-rooms it serves a stream or a poll of (the others' messages never reach this process).
+Like every app test these run on each store (conftest's ``store_url``). With the memory and SQLite
+stores RAM holds every room this process posted to; with Redis only the rooms it serves a stream
+or a poll of, and the rest come from Redis's room list within a second or two (tested in
+test_redis_store.py, with the SQLite file's list after a restart in test_sqlite_store.py).
 """
 
 from __future__ import annotations

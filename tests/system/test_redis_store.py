@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,7 +25,7 @@ from chat.feed import Feed
 from chat.presence import Rooms
 from chat.settings import Settings
 from chat.stores.base import StoreUnavailable
-from chat.stores.redis.scripts import EPOCH_KEY, meta_key, stream_key
+from chat.stores.redis.scripts import EPOCH_KEY, ROOMS_KEPT, ROOMS_KEY, meta_key, stream_key
 from chat.stores.redis.store import RedisStore
 from chat.web.app import create_app
 
@@ -168,6 +169,44 @@ async def test_every_process_delivers_every_message_once_in_order(connect: Conne
     # Each process counts what it accepted, and delivered all 30 to its own stream.
     assert [await c.metric("chat_messages_published_total") for c in (a, b)] == [15, 15]
     assert [await c.metric("chat_deliveries_total") for c in (a, b)] == [30, 30]
+
+
+async def listed(chat: Chat) -> list[tuple[str, float]]:
+    """GET /a/rooms: (room, last_ts) of each listed room."""
+    rooms = (await (await chat.client.get("/a/rooms")).json())["rooms"]
+    return [(room["room"], room["last_ts"]) for room in rooms]
+
+
+async def test_the_room_list_has_every_process_s_rooms(connect: Connect,
+                                                       r: aioredis.Redis) -> None:
+    """A room posted to through one process is listed by another that serves nobody in it
+    (each process shares its rooms once a second; neither watches these rooms)."""
+    a, b = await connect(), await connect()
+    older = await a.post("first", room="elsewhere")
+    newer = await b.post("second", room="here")
+    both = [("here", newer["ts"]), ("elsewhere", older["ts"])]
+    await until(functools.partial(listed, a), both)
+    await until(functools.partial(listed, b), both)
+    assert await r.zrevrange(ROOMS_KEY, 0, -1, withscores=True) == [
+        (b"here", newer["ts"]), (b"elsewhere", older["ts"])]
+
+
+async def test_the_room_list_in_redis_keeps_the_newest_rooms_only(chat: Chat,
+                                                                  r: aioredis.Redis) -> None:
+    for i in range(ROOMS_KEPT + 20):
+        await chat.post("hi", room=f"r{i}")
+    await until(lambda: r.zcard(ROOMS_KEY), ROOMS_KEPT)
+    assert await r.zrevrange(ROOMS_KEY, 0, 0) == [f"r{ROOMS_KEPT + 19}".encode()]
+    assert await r.zscore(ROOMS_KEY, "r19") is None  # the 20 oldest are gone
+    assert await r.zscore(ROOMS_KEY, "r20") is not None
+
+
+@pytest.mark.parametrize("settings", [with_settings(room_ttl=1.5)], ids=["ttl-1.5s"])
+async def test_an_expired_room_leaves_the_room_list(connect: Connect) -> None:
+    a, b = await connect(), await connect()
+    posted = await a.post("soon gone", room="brief")
+    await until(functools.partial(listed, b), [("brief", posted["ts"])])
+    await until(functools.partial(listed, b), [], 5)  # its keys expired with --room-ttl
 
 
 async def test_resume_on_a_process_whose_reader_is_behind_repeats_nothing(

@@ -371,6 +371,28 @@ async def test_retain_days_takes_fractions_and_forgets_expired_rooms(
             assert [m["id"] for m in await s.messages(1)] == [fresh["id"]]
 
 
+async def test_the_room_list_outlives_a_restart_but_not_its_rooms(
+        tmp_path: Path, processes: list[ServerProcess]) -> None:
+    """After a restart GET /a/rooms lists the file's rooms, newest first, before anybody has
+    visited them; a room that retention forgets leaves the list."""
+    db = tmp_path / "chat.db"
+    server = start(processes, db)
+    async with chat_on(server) as chat:
+        await chat.post("hi", room="lobby")
+        ops = await chat.post("hi", room="ops")
+        lobby = await chat.post("again", room="lobby")
+    assert server.stop() == 0
+
+    async def listed() -> list[tuple[str, float]]:
+        rooms = (await (await chat.client.get("/a/rooms")).json())["rooms"]
+        return [(room["room"], room["last_ts"]) for room in rooms]
+
+    server = start(processes, db, "--retain-days", "0.00007")  # 6.05 s after each message
+    async with chat_on(server) as chat:
+        assert await listed() == [("lobby", lobby["ts"]), ("ops", ops["ts"])]
+        await until(listed, [], 10)
+
+
 # ---- disk full ---------------------------------------------------------------------------------
 
 @pytest.fixture

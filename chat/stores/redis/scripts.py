@@ -32,6 +32,11 @@ PREFIX: Final = "chat:"
 EPOCH_KEY: Final = f"{PREFIX}epoch"
 SECRET_KEY: Final = f"{PREFIX}secret"  # the server secret every process shares (made once)
 HEALTH_KEY: Final = f"{PREFIX}health"  # /healthz writes it (expiring): does Redis take writes?
+# The room list (GET /a/rooms) of every process: a sorted set of rooms scored by the time of
+# their newest message (Unix seconds), which each process adds its posts' rooms to once a second
+# (never from a read), and trims to the newest ROOMS_KEPT and to --room-ttl.
+ROOMS_KEY: Final = f"{PREFIX}rooms"
+ROOMS_KEPT: Final = 1000
 
 
 def meta_key(room: str) -> str:

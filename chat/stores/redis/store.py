@@ -42,9 +42,21 @@ from ...settings import Settings
 from ..base import KeyConflict, Listener, Posted, StoreUnavailable
 from . import scripts
 from .reader import BLOCK_MS, Reader, to_message
-from .scripts import EPOCH_KEY, HEALTH_KEY, PUBLISH, READ, SECRET_KEY, meta_key, stream_key
+from .scripts import (
+    EPOCH_KEY,
+    HEALTH_KEY,
+    PUBLISH,
+    READ,
+    ROOMS_KEPT,
+    ROOMS_KEY,
+    SECRET_KEY,
+    meta_key,
+    stream_key,
+)
 
 log = logging.getLogger(__name__)
+
+SHARE_ROOMS_EVERY: Final = 1.0  # seconds between adding this process's posted rooms to ROOMS_KEY
 
 # What "Redis cannot be reached right now" looks like (ReadOnlyError: a replica mid-failover).
 UNAVAILABLE: Final = (ConnectionError, TimeoutError, ReadOnlyError, OSError)
@@ -81,6 +93,7 @@ class RedisStore:
         self._process = new_store_id()  # this process's field in presence hashes
         self._reader: Reader | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._posted: dict[str, float] = {}  # room -> its newest post here, not yet in ROOMS_KEY
 
     @property
     def connected(self) -> bool:
@@ -122,6 +135,7 @@ class RedisStore:
                                  float(reply[4]), self._render)
             return Posted(first, replayed=True)
         message = make_message(room, epoch, seq, body, name, ts, self._render)
+        self._posted[room] = ts
         reader = self._reader
         if reader is not None and reader.reading(room):  # the reader hands over this very object
             reader.own[(room, f"{epoch_ms(epoch)}-{seq}")] = message
@@ -172,6 +186,38 @@ class RedisStore:
 
     def settled(self, room: str) -> bool:
         return False  # another process may have stored a message our reader has not read yet
+
+    # ---- the room list -----------------------------------------------------------------------
+
+    async def recent(self, limit: int) -> list[tuple[str, float]]:
+        found = await self._call(self._redis.zrevrange(ROOMS_KEY, 0, limit - 1, withscores=True))
+        alive = time.time() - self._ttl_ms / 1000  # a room quiet for longer has expired
+        return [(room.decode(), ts) for room, ts in found if ts > alive]
+
+    async def _share_rooms(self) -> None:
+        """Add the rooms posted to here since the last call to ROOMS_KEY (one round trip for
+        all of them), then trim it; on failure they are shared with the next call."""
+        posted, self._posted = self._posted, {}
+        if not posted:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(ROOMS_KEY, posted, gt=True)  # (GT: never back to an older time)
+            pipe.zremrangebyscore(ROOMS_KEY, "-inf", time.time() - self._ttl_ms / 1000)
+            pipe.zremrangebyrank(ROOMS_KEY, 0, -ROOMS_KEPT - 1)
+            try:
+                await self._call(pipe.execute())
+            except StoreUnavailable:
+                for room, ts in posted.items():
+                    self._posted.setdefault(room, ts)
+                raise
+
+    async def _share_rooms_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self._share_rooms()
+            except StoreUnavailable as exc:
+                log.debug("redis: room list not shared now: %s", exc)
 
     # ---- presence and typing: shared through Redis, never stored with the history -------------
 
@@ -244,12 +290,16 @@ class RedisStore:
             raise StoreUnavailable(f"cannot reach Redis at {self._where()}: {exc}") from exc
         self._reader.connected = True
         self._tasks = [asyncio.create_task(self._reader.run(UNAVAILABLE, self._state),
-                                           name="redis-reader")]
+                                           name="redis-reader"),
+                       asyncio.create_task(self._share_rooms_every(SHARE_ROOMS_EVERY),
+                                           name="redis-rooms")]
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(StoreUnavailable):
+            await self._share_rooms()  # the last second's posts
         if self._reader is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._redis.delete(self._reader.wake_key)

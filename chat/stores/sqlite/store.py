@@ -14,6 +14,7 @@ Nothing here waits for the disk on the event loop: opening and closing run in a 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import sqlite3
 import threading
 import time
@@ -30,6 +31,9 @@ from .database import Opened, open_file
 from .writer import Maintained, Post, Writer
 
 READERS: Final = 4  # reading threads (and connections)
+# How many of the file's rooms, newest first, are read at start for the room list (GET /a/rooms);
+# after that every post is made here and reaches the feed's RAM.
+RECENT_AT_START: Final = 100
 # A cursor may name any seq of up to 19 digits; SQLite's integers stop at 2**63 - 1, and no
 # room gets near this.
 MAX_SEQ: Final = 2**62
@@ -55,6 +59,7 @@ class SQLiteStore:
         self._secret = b""
         self._closed = False
         self.forgot_ms = 0
+        self._recent: dict[str, float] = {}  # the file's newest rooms at start (RECENT_AT_START)
 
     @property
     def connected(self) -> bool:
@@ -82,6 +87,9 @@ class SQLiteStore:
                               loop=asyncio.get_running_loop(), on_batch=self._committed,
                               on_maintained=self._maintained)
         self._writer.start()
+        self._recent = dict(await self._in_reader(lambda conn: conn.execute(
+            "SELECT r.name, m.ts FROM rooms r JOIN messages m ON m.room = r.id AND m.seq = r.last "
+            "ORDER BY m.ts DESC LIMIT ?", (RECENT_AT_START,)).fetchall()))
 
     async def close(self) -> None:
         if self._closed or self._db is None:
@@ -152,6 +160,7 @@ class SQLiteStore:
             self.forgot_ms = done.forgot_ms
         for room in done.forgotten:
             listener.forget(room)
+            self._recent.pop(room, None)
         for room, floor in done.trims:
             listener.trim(room, floor)
 
@@ -160,6 +169,9 @@ class SQLiteStore:
 
     async def watch(self, room: str) -> None:
         pass  # every message of this file is posted by this process: the listener has them all
+
+    async def recent(self, limit: int) -> list[tuple[str, float]]:
+        return heapq.nlargest(limit, self._recent.items(), key=lambda item: item[1])
 
     # ---- presence and typing: one process, so nothing to share ----------------------------
 
