@@ -82,7 +82,9 @@ class Feed:
         self.max_reply_bytes = max_reply_bytes
         self._reads: dict[tuple[str, int | None, int], asyncio.Future[tuple[Room, list[Message]]]] = {}
         self._priming: dict[str, asyncio.Future[None]] = {}
-        self._recent: list[tuple[str, float]] = []  # Store.recent, at most RECENT_SECONDS old
+        # Store.recent and how many people are in those rooms, at most RECENT_SECONDS old.
+        self._recent: list[tuple[str, float]] = []
+        self._recent_counts: dict[str, int] = {}
         self._recent_due = 0.0
         self._recent_lock = asyncio.Lock()
 
@@ -266,7 +268,8 @@ class Feed:
         """Up to ``limit`` rooms with messages in RAM or in the store's list of recent rooms, or
         people present: rooms with people in them first, then by their newest message, newest
         first. The store is asked at most once every RECENT_SECONDS, whatever the requests."""
-        last: dict[str, float | None] = dict(await self._recent_rooms(limit))
+        recent, counts = await self._recent_rooms(limit)
+        last: dict[str, float | None] = dict(recent)
         for w in self.history:
             newest = w.newest(1)
             if newest:
@@ -274,21 +277,25 @@ class Feed:
         present = self.rooms.present()
         for room in present:
             last.setdefault(room, None)
-        found = [ActiveRoom(room, self.rooms.roster(room).count if room in present else 0, ts)
+        found = [ActiveRoom(room, self.rooms.roster(room).count if room in present
+                            else counts.get(room, 0), ts)
                  for room, ts in last.items()]
         return heapq.nlargest(limit, (r for r in found if r.count or r.last_ts is not None),
                               key=lambda r: (r.count > 0, r.last_ts or 0.0))
 
-    async def _recent_rooms(self, limit: int) -> list[tuple[str, float]]:
+    async def _recent_rooms(self, limit: int) -> tuple[list[tuple[str, float]], dict[str, int]]:
         async with self._recent_lock:  # one caller asks the store; the others wait and share
             loop = self.hub.loop
             if loop.time() >= self._recent_due:
                 try:
-                    self._recent = await self.store.recent(limit)
+                    recent = await self.store.recent(limit)
+                    # People in rooms not watched here (with Redis: on other processes).
+                    self._recent_counts = await self.rooms.counts([room for room, _ in recent])
+                    self._recent = recent
                 except StoreUnavailable:
                     pass  # the list it gave last (and RAM) until it answers again
                 self._recent_due = loop.time() + RECENT_SECONDS
-            return self._recent
+            return self._recent, self._recent_counts
 
     # ---- long-poll -------------------------------------------------------------------------
 

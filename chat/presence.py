@@ -77,6 +77,15 @@ class Rooms:
             return roster([self.local.view(room), *views.get(room, ())])
         return self.roster(room)
 
+    async def counts(self, rooms: list[str]) -> dict[str, int]:
+        """How many people are in each of ``rooms``, watched here or not: the other processes'
+        views of the rooms not watched here come from the store, in one call for them all."""
+        elsewhere = [room for room in rooms
+                     if room not in self._remote and not self.hub.watching(room)]
+        views = await self.store.views(elsewhere) if elsewhere else {}
+        return {room: roster([self.local.view(room), *views[room]]).count if room in views
+                else self.roster(room).count for room in rooms}
+
     # ---- typing -----------------------------------------------------------------------------
 
     async def typing(self, room: str, name: str) -> None:

@@ -191,6 +191,20 @@ async def test_the_room_list_has_every_process_s_rooms(connect: Connect,
         (b"here", newer["ts"]), (b"elsewhere", older["ts"])]
 
 
+async def test_the_room_list_counts_people_on_other_processes(connect: Connect) -> None:
+    a, b = await connect(), await connect()
+    await a.post("anyone?", room="busy")
+    async with a.stream(room="busy", name="alice") as s, a.stream(room="busy") as unnamed:
+        await s.read_bytes(len(OPENING))
+        await unnamed.read_bytes(len(OPENING))
+
+        async def counted() -> list[tuple[str, int]]:
+            rooms = (await (await b.client.get("/a/rooms")).json())["rooms"]
+            return [(room["room"], room["count"]) for room in rooms]
+
+        await until(counted, [("busy", 2)])  # b watches nobody there: the count is a's
+
+
 async def test_the_room_list_in_redis_keeps_the_newest_rooms_only(chat: Chat,
                                                                   r: aioredis.Redis) -> None:
     for i in range(ROOMS_KEPT + 20):
