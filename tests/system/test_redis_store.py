@@ -28,6 +28,7 @@ from chat.stores.base import StoreUnavailable
 from chat.stores.redis.scripts import EPOCH_KEY, ROOMS_KEPT, ROOMS_KEY, meta_key, stream_key
 from chat.stores.redis.store import RedisStore
 from chat.web.app import create_app
+from chat.web.keys import feed_key
 
 from ..support import XSRF, Chat, free_port, position, until, with_settings, zero_cursor
 from ..support.servers import RedisServer, TcpProxy
@@ -213,6 +214,23 @@ async def test_the_room_list_in_redis_keeps_the_newest_rooms_only(chat: Chat,
     assert await r.zrevrange(ROOMS_KEY, 0, 0) == [f"r{ROOMS_KEPT + 19}".encode()]
     assert await r.zscore(ROOMS_KEY, "r19") is None  # the 20 oldest are gone
     assert await r.zscore(ROOMS_KEY, "r20") is not None
+
+
+async def test_a_room_list_redis_refuses_waits_within_bounds(chat: Chat,
+                                                              r: aioredis.Redis) -> None:
+    """Redis takes posts but refuses the room list (an ACL without ZADD): the rooms waiting to be
+    shared stay within ROOMS_KEPT, and go to Redis once it takes them again."""
+    store = cast(RedisStore, chat.client.app[feed_key].store)
+    await r.execute_command("ACL", "SETUSER", "default", "-zadd")  # type: ignore[no-untyped-call]
+    try:
+        for i in range(ROOMS_KEPT + 20):
+            await chat.post("hi", room=f"r{i}")
+        await until(lambda: len(store._posted), ROOMS_KEPT)  # after a refused share
+        assert await r.exists(ROOMS_KEY) == 0
+    finally:
+        await r.execute_command("ACL", "SETUSER", "default", "+zadd")  # type: ignore[no-untyped-call]
+    await until(lambda: r.zcard(ROOMS_KEY), ROOMS_KEPT)
+    assert await r.zscore(ROOMS_KEY, "r19") is None and await r.zscore(ROOMS_KEY, "r20") is not None
 
 
 @pytest.mark.parametrize("settings", [with_settings(room_ttl=1.5)], ids=["ttl-1.5s"])

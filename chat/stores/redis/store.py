@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
 import logging
 import secrets
@@ -209,6 +210,9 @@ class RedisStore:
             except StoreUnavailable:
                 for room, ts in posted.items():
                     self._posted.setdefault(room, ts)
+                if len(self._posted) > ROOMS_KEPT:  # no more than the set would keep
+                    self._posted = dict(heapq.nlargest(ROOMS_KEPT, self._posted.items(),
+                                                       key=lambda item: item[1]))
                 raise
 
     async def _share_rooms_every(self, seconds: float) -> None:
