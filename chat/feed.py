@@ -290,7 +290,8 @@ class Feed:
                 try:
                     recent = await self.store.recent(limit)
                     # People in rooms not watched here (with Redis: on other processes).
-                    self._recent_counts = await self.rooms.counts([room for room, _ in recent])
+                    rosters = await self.rooms.lookup([room for room, _ in recent])
+                    self._recent_counts = {room: r.count for room, r in rosters.items()}
                     self._recent = recent
                 except StoreUnavailable:
                     pass  # the list it gave last (and RAM) until it answers again

@@ -26,7 +26,6 @@ from .stores.base import Store, StoreUnavailable
 log = logging.getLogger(__name__)
 
 
-
 class Rooms:
     def __init__(self, store: Store, hub: Hub, *, grace: float, max_names: int,
                  typing_seconds: float, renew: float = 5.0,
@@ -70,21 +69,15 @@ class Rooms:
         """The roster as a stream frame (no ``id:``)."""
         return event_frame("presence", self.roster(room).as_dict())
 
-    async def lookup(self, room: str) -> Roster:
-        """The roster of any room, watched here or not (``GET /a/presence``)."""
-        if room not in self._remote and not self.hub.watching(room):
-            views = await self.store.views([room])
-            return roster([self.local.view(room), *views.get(room, ())])
-        return self.roster(room)
-
-    async def counts(self, rooms: list[str]) -> dict[str, int]:
-        """How many people are in each of ``rooms``, watched here or not: the other processes'
-        views of the rooms not watched here come from the store, in one call for them all."""
+    async def lookup(self, rooms: list[str]) -> dict[str, Roster]:
+        """The rosters of any rooms, watched here or not (``GET /a/presence``, the room list):
+        the other processes' views of the rooms not watched here come from the store, in one
+        call for them all."""
         elsewhere = [room for room in rooms
                      if room not in self._remote and not self.hub.watching(room)]
         views = await self.store.views(elsewhere) if elsewhere else {}
-        return {room: roster([self.local.view(room), *views[room]]).count if room in views
-                else self.roster(room).count for room in rooms}
+        return {room: roster([self.local.view(room), *views.get(room, ())])
+                if room in elsewhere else self.roster(room) for room in rooms}
 
     # ---- typing -----------------------------------------------------------------------------
 

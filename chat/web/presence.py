@@ -11,7 +11,7 @@ from .keys import feed_key, limits_key, settings_key
 async def presence(request: web.Request) -> web.Response:
     """``{"count": int, "members": [names, sorted]}``: at most 100 names, the count exact."""
     room = forms.room(request.query.get("room"))
-    roster = await request.app[feed_key].rooms.lookup(room)
+    roster = (await request.app[feed_key].rooms.lookup([room]))[room]
     return web.json_response(roster.as_dict(), headers={"Cache-Control": "no-cache"})
 
 
