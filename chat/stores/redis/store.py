@@ -192,8 +192,12 @@ class RedisStore:
 
     async def recent(self, limit: int) -> list[tuple[str, float]]:
         found = await self._call(self._redis.zrevrange(ROOMS_KEY, 0, limit - 1, withscores=True))
-        alive = time.time() - self._ttl_ms / 1000  # a room quiet for longer has expired
-        return [(room.decode(), ts) for room, ts in found if ts > alive]
+        expired = self._expired_before()
+        return [(room.decode(), ts) for room, ts in found if ts > expired]
+
+    def _expired_before(self) -> float:
+        """A room whose newest message is older than this (Unix seconds) has expired."""
+        return time.time() - self._ttl_ms / 1000
 
     async def _share_rooms(self) -> None:
         """Add the rooms posted to here since the last call to ROOMS_KEY (one round trip for
@@ -203,7 +207,7 @@ class RedisStore:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zadd(ROOMS_KEY, posted, gt=True)  # (GT: never back to an older time)
-            pipe.zremrangebyscore(ROOMS_KEY, "-inf", time.time() - self._ttl_ms / 1000)
+            pipe.zremrangebyscore(ROOMS_KEY, "-inf", self._expired_before())
             pipe.zremrangebyrank(ROOMS_KEY, 0, -ROOMS_KEPT - 1)
             try:
                 await self._call(pipe.execute())
