@@ -217,11 +217,6 @@ def urlencoded_pairs(raw: bytes) -> list[tuple[bytes, bytes]]:
     return pairs
 
 
-def parse_urlencoded(raw: bytes, charset: str) -> list[tuple[str, str]]:
-    """The pairs decoded strictly in ``charset`` (UnicodeDecodeError when they are not)."""
-    return [(k.decode(charset), v.decode(charset)) for k, v in urlencoded_pairs(raw)]
-
-
 def _unquote(part: bytes) -> bytes:
     if b"+" in part:  # (a scan is cheaper than a copy of a long value without one)
         part = part.replace(b"+", b" ")

@@ -1,4 +1,4 @@
-"""chat.web.forms on its own: parse_urlencoded gives the same pairs as urllib.parse.parse_qsl
+"""chat.web.forms on its own: urlencoded_pairs gives the same pairs as urllib.parse.parse_qsl
 (strict, blanks kept), faster; a message body keeps its line breaks as "\\n", whatever the
 browser submitted. (Forms over HTTP: tests/http/test_forms.py.)"""
 
@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from chat.settings import Settings
 from chat.web import forms
-from chat.web.forms import parse_urlencoded
+from chat.web.forms import urlencoded_pairs
 
 from ..support import examples
 
-# ---- parse_urlencoded -------------------------------------------------------------------------
+# ---- urlencoded_pairs --------------------------------------------------------------------------
 
 PIECES = ["%", "%4", "%41", "%e2%82%ac", "%F0%9F%98%80", "%zz", "%C3", "+", "=", "&", "\\",
           "\\x41", "%5C", "a", "é", "😀", " "]
@@ -30,6 +30,11 @@ def reference(raw: bytes, charset: str) -> object:
                                       encoding=charset, errors="strict", max_num_fields=1000)
     except (UnicodeDecodeError, ValueError) as exc:
         return type(exc)
+
+
+def parse_urlencoded(raw: bytes, charset: str) -> list[tuple[str, str]]:
+    """The pairs decoded strictly in ``charset``, as the form reader decodes them."""
+    return [(k.decode(charset), v.decode(charset)) for k, v in urlencoded_pairs(raw)]
 
 
 def ours(raw: bytes, charset: str) -> object:
