@@ -110,6 +110,12 @@ class Chat:
         page = await self.client.app[feed_key].read(room, None)
         return [m.as_dict() for m in page.messages]
 
+    async def rooms(self) -> list[tuple[str, int, float | None]]:
+        """GET /a/rooms: (room, count, last_ts) of each room listed, in order."""
+        response = await self.client.get("/a/rooms")
+        assert response.status == 200
+        return [(r["room"], r["count"], r["last_ts"]) for r in (await response.json())["rooms"]]
+
     def stream(self, headers: dict[str, str] | None = None, control: bool = False,
                **query: str) -> SSEStream:
         return SSEStream(self.client, query, headers or {}, control)

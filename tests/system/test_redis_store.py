@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -172,12 +171,6 @@ async def test_every_process_delivers_every_message_once_in_order(connect: Conne
     assert [await c.metric("chat_deliveries_total") for c in (a, b)] == [30, 30]
 
 
-async def listed(chat: Chat) -> list[tuple[str, float]]:
-    """GET /a/rooms: (room, last_ts) of each listed room."""
-    rooms = (await (await chat.client.get("/a/rooms")).json())["rooms"]
-    return [(room["room"], room["last_ts"]) for room in rooms]
-
-
 async def test_the_room_list_has_every_process_s_rooms(connect: Connect,
                                                        r: aioredis.Redis) -> None:
     """A room posted to through one process is listed by another that serves nobody in it
@@ -185,25 +178,20 @@ async def test_the_room_list_has_every_process_s_rooms(connect: Connect,
     a, b = await connect(), await connect()
     older = await a.post("first", room="elsewhere")
     newer = await b.post("second", room="here")
-    both = [("here", newer["ts"]), ("elsewhere", older["ts"])]
-    await until(functools.partial(listed, a), both)
-    await until(functools.partial(listed, b), both)
+    both = [("here", 0, newer["ts"]), ("elsewhere", 0, older["ts"])]
+    await until(a.rooms, both)
+    await until(b.rooms, both)
     assert await r.zrevrange(ROOMS_KEY, 0, -1, withscores=True) == [
         (b"here", newer["ts"]), (b"elsewhere", older["ts"])]
 
 
 async def test_the_room_list_counts_people_on_other_processes(connect: Connect) -> None:
     a, b = await connect(), await connect()
-    await a.post("anyone?", room="busy")
+    posted = await a.post("anyone?", room="busy")
     async with a.stream(room="busy", name="alice") as s, a.stream(room="busy") as unnamed:
         await s.read_bytes(len(OPENING))
         await unnamed.read_bytes(len(OPENING))
-
-        async def counted() -> list[tuple[str, int]]:
-            rooms = (await (await b.client.get("/a/rooms")).json())["rooms"]
-            return [(room["room"], room["count"]) for room in rooms]
-
-        await until(counted, [("busy", 2)])  # b watches nobody there: the count is a's
+        await until(b.rooms, [("busy", 2, posted["ts"])])  # b watches nobody there: a's count
 
 
 async def test_the_room_list_in_redis_keeps_the_newest_rooms_only(chat: Chat,
@@ -238,8 +226,8 @@ async def test_a_room_list_redis_refuses_waits_within_bounds(chat: Chat,
 async def test_an_expired_room_leaves_the_room_list(connect: Connect) -> None:
     a, b = await connect(), await connect()
     posted = await a.post("soon gone", room="brief")
-    await until(functools.partial(listed, b), [("brief", posted["ts"])])
-    await until(functools.partial(listed, b), [], 5)  # its keys expired with --room-ttl
+    await until(b.rooms, [("brief", 0, posted["ts"])])
+    await until(b.rooms, [], 5)  # its keys expired with --room-ttl
 
 
 async def test_resume_on_a_process_whose_reader_is_behind_repeats_nothing(

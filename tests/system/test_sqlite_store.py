@@ -383,14 +383,10 @@ async def test_the_room_list_outlives_a_restart_but_not_its_rooms(
         lobby = await chat.post("again", room="lobby")
     assert server.stop() == 0
 
-    async def listed() -> list[tuple[str, float]]:
-        rooms = (await (await chat.client.get("/a/rooms")).json())["rooms"]
-        return [(room["room"], room["last_ts"]) for room in rooms]
-
     server = start(processes, db, "--retain-days", "0.00007")  # 6.05 s after each message
     async with chat_on(server) as chat:
-        assert await listed() == [("lobby", lobby["ts"]), ("ops", ops["ts"])]
-        await until(listed, [], 10)
+        assert await chat.rooms() == [("lobby", 0, lobby["ts"]), ("ops", 0, ops["ts"])]
+        await until(chat.rooms, [], 10)
 
 
 # ---- disk full ---------------------------------------------------------------------------------
