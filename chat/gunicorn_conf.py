@@ -21,8 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .server import configure_logging, log, make_app, refusal, runner_options, where
-from .settings import Settings, parse_settings
+from .server import configure_logging, log, make_app, runner_options, where
+from .settings import Settings, parse_settings, workers_refusal
 
 # aiohttp's workers, keeping the backlog (see chat.gunicorn_worker).
 PLAIN_WORKER = "chat.gunicorn_worker.Worker"
@@ -61,7 +61,7 @@ def on_starting(server: Any) -> None:
     (the workers inherit it), and more than one worker on the memory store is refused."""
     settings, level = _current()
     configure_logging(level)
-    why = refusal(settings, server.cfg.workers)
+    why = workers_refusal(settings, server.cfg.workers)
     if why is not None:
         sys.exit(f"chat: error: {why}")
 

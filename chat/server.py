@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from .logs import quiet_client_errors
-from .settings import Settings, workers_refusal
+from .settings import Settings
 from .stores.base import StoreInUse, StoreUnavailable
 from .web.app import create_app
 from .web.replies import SERVER
@@ -30,12 +30,6 @@ def configure_logging(level: str) -> None:
     """Log to stderr at ``level``; a malformed request is one INFO line. Idempotent."""
     logging.basicConfig(level=level, stream=sys.stderr, format=LOG_FORMAT)
     quiet_client_errors()
-
-
-def refusal(settings: Settings, workers: int) -> str | None:
-    """Why ``workers`` processes cannot serve ``settings.store`` (the memory store, a SQLite
-    file), or None if they can."""
-    return workers_refusal(settings, workers)
 
 
 def runner_options(settings: Settings) -> dict[str, Any]:
