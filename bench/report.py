@@ -214,51 +214,49 @@ def _range(m: dict[str, Any], field: str, spec: str) -> str:
     return "–" if lo is None else f"{_n(m.get(field), spec)} ({lo:{spec}}–{hi:{spec}})"
 
 
+def _table(head: list[str], kind: str, rows: list[dict[str, Any]],
+           row: Callable[[dict[str, Any]], str]) -> str:
+    """A markdown table (``head``: its header and rule) of the rows of ``kind``; "" if none."""
+    body = [row(m) for m in rows if m["kind"] == kind]
+    return "\n".join([*head, *body]) + "\n" if body else ""
+
+
 def post_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| server | body | UTF-8 bytes | rooms | conns | posts/s | **server CPU µs / post** "
-             "| server CPU | non-200 | others (cores) | runs |",
-             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for m in rows:
-        if m["kind"] == "post":
-            lines.append(
-                f"| {server_label(m)} | {body_label(m)} | {_n(m.get('body_utf8_bytes'))} "
+    def row(m: dict[str, Any]) -> str:
+        return (f"| {server_label(m)} | {body_label(m)} | {_n(m.get('body_utf8_bytes'))} "
                 f"| {rooms_label(m)} | {m.get('conns', 4)} | {_range(m, 'posts_per_s', ',.0f')} "
                 f"| **{_range(m, 'server_cpu_us_per_post', ',.0f')}** "
                 f"| {_n(m.get('server_cpu_frac'), '.0%')} "
                 f"| {_n(m.get('posts_rejected'), ',.0f')} | {_n(m.get('others_cpu'), '.2f')} "
                 f"| {m['runs']} |")
-    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+    return _table(["| server | body | UTF-8 bytes | rooms | conns | posts/s | **server CPU µs / "
+                   "post** | server CPU | non-200 | others (cores) | runs |",
+                   "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"],
+                  "post", rows, row)
 
 
 def hold_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| server | body | body UTF-8 bytes | message JSON bytes | rooms | messages held "
-             "| **RSS growth / held message, bytes** | × body | target (3 × body + 1 KiB) "
-             "| history gauge bytes / message | runs |",
-             "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for m in rows:
-        if m["kind"] == "hold":
-            ok = "within" if m["rss_bytes_per_message"] <= m["target_bytes_per_message"] else "**over**"
-            lines.append(
-                f"| {server_label(m)} | {body_label(m)} | {_n(m.get('body_utf8_bytes'))} "
+    def row(m: dict[str, Any]) -> str:
+        ok = "within" if m["rss_bytes_per_message"] <= m["target_bytes_per_message"] else "**over**"
+        return (f"| {server_label(m)} | {body_label(m)} | {_n(m.get('body_utf8_bytes'))} "
                 f"| {_n(m.get('message_json_bytes'))} | {rooms_label(m)} "
                 f"| {_n(m.get('posts_accepted'))} | **{_range(m, 'rss_bytes_per_message', ',.0f')}** "
                 f"| {_n(m.get('rss_per_body_utf8'), '.2f')} "
                 f"| {_n(m.get('target_bytes_per_message'))}: {ok} "
                 f"| {_n(m.get('history_bytes_per_message'))} | {m['runs']} |")
-    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+    return _table(["| server | body | body UTF-8 bytes | message JSON bytes | rooms | messages "
+                   "held | **RSS growth / held message, bytes** | × body | target (3 × body + "
+                   "1 KiB) | history gauge bytes / message | runs |",
+                   "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"],
+                  "hold", rows, row)
 
 
 def storm_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| server | S | reconnect to | answers 200 / 503 (all runs) | clients with a gap / dup "
-             "/ resets | reopen p50 / p99 / max ms | all open after s | **server CPU µs / "
-             "reconnect** | Redis CPU µs / reconnect | lost / dup (whole run) | posts 503 (all runs) "
-             "| harness CPU (storm) | runs |",
-             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for m in rows:
-        if m["kind"] == "storm":
-            to = "same process" if m.get("storm_to") == "same" else "a fresh process"
-            lines.append(
-                f"| {server_label(m)} | {m['S']:,} | {to} "
+    def row(m: dict[str, Any]) -> str:
+        to = "same process" if m.get("storm_to") == "same" else "a fresh process"
+        return (f"| {server_label(m)} | {m['S']:,} | {to} "
                 f"| {m['storm_200_total']:,} / {m['storm_503_total']:,} "
                 f"| {m['storm_clients_with_gap_total']} / {m['storm_clients_with_dup_total']} / "
                 f"{m['storm_resets_total']} "
@@ -268,7 +266,14 @@ def storm_table(rows: list[dict[str, Any]]) -> str:
                 f"| {_n(m.get('storm_redis_cpu_us_per_client'), '.0f')} "
                 f"| {m['lost_total']} / {m['dup_total']} | {m['post_503_total']} "
                 f"| {_n(m.get('storm_harness_cpu_frac'), '.0%')} | {m['runs']} |")
-    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+    return _table(["| server | S | reconnect to | answers 200 / 503 (all runs) | clients with a "
+                   "gap / dup / resets | reopen p50 / p99 / max ms | all open after s | **server "
+                   "CPU µs / reconnect** | Redis CPU µs / reconnect | lost / dup (whole run) | "
+                   "posts 503 (all runs) | harness CPU (storm) | runs |",
+                   "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+                   "| ---: | ---: |"],
+                  "storm", rows, row)
 
 
 def extra_tables(rows: list[dict[str, Any]]) -> str:
