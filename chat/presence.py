@@ -43,6 +43,7 @@ class Rooms:
         self._shared: set[str] = set()  # rooms this process has a view of in the store
         self._stale: set[str] = set()  # rooms another process said changed
         self._renewed = 0.0
+        self.closing = False  # set at shutdown, before run() is cancelled
 
     # ---- connections --------------------------------------------------------------------
 
@@ -96,7 +97,9 @@ class Rooms:
     # ---- the once-a-second round ------------------------------------------------------------
 
     async def run(self, tick: float = 1.0) -> None:
-        while True:
+        # Ends at closing as well as on cancel: redis-py can swallow a cancellation that lands
+        # inside a command (see RedisStore.close).
+        while not self.closing:
             await asyncio.sleep(tick)
             try:
                 await self.round()

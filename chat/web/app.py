@@ -81,6 +81,7 @@ async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        rooms.closing = True
         await store.close()
         for timer in timers:
             timer.cancel()

@@ -76,6 +76,7 @@ class Reader:
         self._wake_id = "0-0"
         self._notice_id = "0-0"  # the typing/presence notice read last (set by sync)
         self.connected = False
+        self.closing = False  # the store is closing: run() ends (see RedisStore.close)
         # Messages this process posted, by entry id, so the reader hands over the very object
         # instead of rendering it again. Only for rooms being read; taken back on delivery.
         self.own: dict[tuple[str, str], Message] = {}
@@ -120,7 +121,7 @@ class Reader:
 
     async def run(self, unavailable: tuple[type[Exception], ...], state: State) -> None:
         delay = 0.0
-        while True:
+        while not self.closing:
             try:
                 if not self.connected:
                     await self.sync(state)

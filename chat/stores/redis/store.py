@@ -95,6 +95,9 @@ class RedisStore:
         self._reader: Reader | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._posted: dict[str, float] = {}  # room -> its newest post here, not yet in ROOMS_KEY
+        # Set by close() before it cancels the tasks: redis-py can swallow a cancellation that
+        # lands inside a command, and a loop that only waited for the cancel would go on forever.
+        self._closing = False
 
     @property
     def connected(self) -> bool:
@@ -220,7 +223,7 @@ class RedisStore:
                 raise
 
     async def _share_rooms_every(self, seconds: float) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(seconds)
             try:
                 await self._share_rooms()
@@ -303,6 +306,9 @@ class RedisStore:
                                            name="redis-rooms")]
 
     async def close(self) -> None:
+        self._closing = True
+        if self._reader is not None:
+            self._reader.closing = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
